@@ -1,0 +1,24 @@
+"""pyro_kl: Pyro objectives as KL(real world || dream world), split into named terms."""
+
+from .elbo import WeightedELBO
+from .objectives import BetaGammaELBO, RateDistortionELBO, TherMLELBO
+from .schedules import CyclicalAnnealing, LinearWarmup
+from .terms import CLASSIFICATION, COMPLEXITY, DISTORTION, FACTOR, JOINT, RATE, assign_terms
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BetaGammaELBO",
+    "CLASSIFICATION",
+    "COMPLEXITY",
+    "CyclicalAnnealing",
+    "DISTORTION",
+    "FACTOR",
+    "JOINT",
+    "LinearWarmup",
+    "RATE",
+    "RateDistortionELBO",
+    "TherMLELBO",
+    "WeightedELBO",
+    "assign_terms",
+]

@@ -1,0 +1,292 @@
+"""The weighted ELBO: ``loss = sum_t w_t * T_t`` over named information terms."""
+
+import math
+import warnings
+from collections import defaultdict
+from contextlib import contextmanager
+from typing import Any, Dict, Mapping, Optional
+
+import torch
+from pyro.distributions.util import is_identically_zero, scale_and_mask
+from pyro.infer import Trace_ELBO
+from pyro.infer.util import MultiFrameTensor, get_plate_stacks, is_validation_enabled, torch_item
+from torch.distributions import kl_divergence
+
+from .terms import FACTOR, JOINT, STANDARD_TERMS, TermAssignment, assign_terms
+from .weighting import Weight, check_weights, weights_at
+
+
+class _CallRecord:
+    """What one call of an ELBO method accumulates over its particles."""
+
+    def __init__(self, weights: Dict[str, float], num_particles: int):
+        self.weights = weights
+        self.scale = 1.0 / num_particles
+        self.terms: Dict[str, float] = defaultdict(float)
+        self.loss = 0.0
+        self.used_weights: Dict[str, float] = dict(weights)
+
+
+def _analytic_kl(model_site, guide_site) -> Optional[torch.Tensor]:
+    """``KL(guide || model)`` of one latent site, scaled like its log-densities;
+    ``None`` where no closed form is registered or it does not fit the site."""
+    try:
+        kl = kl_divergence(guide_site["fn"], model_site["fn"])
+    except NotImplementedError:
+        return None
+    if not torch.is_tensor(kl) or kl.shape != guide_site["fn"].batch_shape:
+        return None
+    return scale_and_mask(kl, guide_site["scale"], guide_site["mask"])
+
+
+class WeightedELBO(Trace_ELBO):
+    r"""
+    ``KL(real world || dream world)`` split into named terms, each with a weight.
+
+    Pyro's model is the *dream world* Q, the guide together with the data is
+    the *real world* P, and Pyro's :class:`~pyro.infer.Trace_ELBO` loss is
+    ``I[P;Q] = KL(P || Q)`` up to the entropy of the data. Every sample site
+    contributes one summand, which feeds one term (see :mod:`pyro_kl.terms`):
+    observed sites feed ``distortion``, latents in a data plate ``rate``,
+    other latents ``complexity``. This class minimises
+
+    .. math:: \mathcal{L} = \sum_t w_t \, T_t
+
+    with the same estimators as Pyro: Monte Carlo with score-function terms
+    for non-reparameterized guide sites (the downstream cost is weighted), or,
+    with ``analytic_kl=True``, ``kl_divergence(guide, model)`` per latent site
+    where it is registered, falling back per site to Monte Carlo. With no
+    weights it gives :class:`~pyro.infer.Trace_ELBO`'s loss and gradients
+    (:class:`~pyro.infer.TraceMeanField_ELBO`'s with ``analytic_kl=True``).
+
+    After each call, :attr:`last_terms` holds the unweighted term estimates
+    (nats, summed over the data and scaled for subsampling like the loss,
+    averaged over particles) and :attr:`last_weights` the weights used, so
+    that ``loss == sum(last_weights[t] * last_terms[t])``.
+
+    :param dict weights: term name -> weight; a float ``>= 0`` or a schedule,
+        a callable of the step count (see :mod:`pyro_kl.schedules`). Terms not
+        named have weight 1. A weight of 0 removes its term's sites from the
+        loss (masked, so an infinite log-density cannot make a NaN); the term
+        is still reported.
+    :param dict terms: site name -> term name; overrides the default rule and
+        ``infer={"kl_term": ...}`` tags, so a model need not be edited.
+    :param bool analytic_kl: use closed-form KL divergences where registered.
+    :param elbo_kwargs: any :class:`~pyro.infer.ELBO` option:
+        ``num_particles``, ``vectorize_particles``, ``max_plate_nesting``,
+        ``retain_graph``, ...
+
+    Example::
+
+        elbo = WeightedELBO(weights={"rate": 0.5}, terms={"y": "classification"})
+        svi = SVI(model, guide, Adam({"lr": 1e-3}), loss=elbo)
+        for x, y in batches:
+            svi.step(x, y)
+            print(elbo.last_terms)  # {'rate': ..., 'distortion': ..., ...}
+
+    .. note:: The step count :attr:`step` (used by schedules) advances on
+        every call that computes gradients: :meth:`loss_and_grads` (each
+        ``SVI.step``) and :meth:`differentiable_loss` with grad enabled (a
+        training loop over :meth:`~pyro.infer.ELBO.__call__`'s module).
+        Save and restore it with :meth:`state_dict` / :meth:`load_state_dict`.
+    """
+
+    def __init__(
+        self,
+        *,
+        weights: Optional[Mapping[str, Weight]] = None,
+        terms: Optional[Mapping[str, str]] = None,
+        analytic_kl: bool = False,
+        **elbo_kwargs: Any,
+    ):
+        super().__init__(**elbo_kwargs)
+        self.weights = check_weights(weights)
+        self.site_terms = dict(terms or {})
+        for site, term in self.site_terms.items():
+            if not isinstance(term, str) or not term:
+                raise ValueError(f"terms['{site}'] = {term!r}; term names are non-empty strings.")
+        self.analytic_kl = analytic_kl
+        self.step = 0
+        self.last_terms: Dict[str, float] = {}
+        self.last_weights: Dict[str, float] = {}
+        self._record: Optional[_CallRecord] = None
+        self._warned_joint = False
+
+    # ---- public API -----------------------------------------------------
+
+    def loss(self, model, guide, *args, **kwargs) -> float:
+        """
+        :returns: an estimate of the weighted loss ``sum_t w_t T_t``.
+        :rtype: float
+        """
+        with self._recording(advance=False) as record, torch.no_grad():
+            super().differentiable_loss(model, guide, *args, **kwargs)
+        return record.loss
+
+    def loss_and_grads(self, model, guide, *args, **kwargs) -> float:
+        """Estimates the weighted loss and backpropagates its surrogate.
+
+        :returns: an estimate of the weighted loss.
+        :rtype: float
+        """
+        with self._recording(advance=True):
+            return super().loss_and_grads(model, guide, *args, **kwargs)
+
+    def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
+        """The weighted loss as a tensor whose gradient is the estimator's."""
+        with self._recording(advance=torch.is_grad_enabled()):
+            return super().differentiable_loss(model, guide, *args, **kwargs)
+
+    def terms(self, model, guide, *args, **kwargs) -> Dict[str, float]:
+        """Estimates the unweighted terms without gradients or side effects.
+
+        :returns: term name -> estimate in nats.
+        :rtype: dict
+        """
+        last = self.last_terms, self.last_weights, self.step
+        try:
+            with self._recording(advance=False) as record, torch.no_grad():
+                super().differentiable_loss(model, guide, *args, **kwargs)
+        finally:
+            self.last_terms, self.last_weights, self.step = last
+        return dict(record.terms)
+
+    def state_dict(self) -> Dict[str, int]:
+        """The ELBO's state (its step count), for checkpoints."""
+        return {"step": self.step}
+
+    def load_state_dict(self, state: Mapping[str, int]) -> None:
+        """Restores :meth:`state_dict`, so schedules continue where they were."""
+        self.step = int(state["step"])
+
+    # ---- bookkeeping ----------------------------------------------------
+
+    @contextmanager
+    def _recording(self, advance: bool):
+        record = _CallRecord(weights_at(self.weights, self.step), self.num_particles)
+        outer, self._record = self._record, record
+        try:
+            yield record
+        finally:
+            self._record = outer
+        self.last_terms = dict(record.terms)
+        self.last_weights = record.used_weights
+        if advance:
+            self.step += 1
+
+    def _weights_of(self, assignment: TermAssignment, weights: Dict[str, float]) -> Dict[str, float]:
+        """Term -> weight for every term of this trace pair."""
+        used = {term: weights.get(term, 1.0) for term in assignment.model.values()}
+        for term in assignment.guide.values():
+            used.setdefault(term, weights.get(term, 1.0))
+        if assignment.joint:
+            if not self._warned_joint:
+                self._warned_joint = True
+                warnings.warn(
+                    f"The guide's log-density at {sorted(assignment.joint)} stands for "
+                    "several sites at once and cannot be split per site; it is reported "
+                    f"under the term '{JOINT}' and the total stays exact. For a per-site "
+                    "split use a guide that samples each site on its own (e.g. AutoNormal).",
+                    UserWarning,
+                )
+            if JOINT not in weights:
+                used[JOINT] = self._joint_weight(assignment, used)
+        if is_validation_enabled():
+            unused = set(weights) - set(used) - set(STANDARD_TERMS) - {FACTOR, JOINT}
+            if unused:
+                raise ValueError(
+                    f"weights name term(s) {sorted(unused)} that no site feeds; this "
+                    f"model's terms are {sorted(used)}. Fix the term names, or send "
+                    "sites to them with terms={site: term} or infer={'kl_term': term}."
+                )
+        return used
+
+    @staticmethod
+    def _joint_weight(assignment: TermAssignment, used: Dict[str, float]) -> float:
+        spanned = {assignment.model[s] for sites in assignment.joint.values() for s in sites}
+        values = {used[t] for t in spanned}
+        if len(values) > 1:
+            raise ValueError(
+                f"The guide's joint log-density spans terms {sorted(spanned)} whose "
+                f"weights differ ({ {t: used[t] for t in sorted(spanned)} }), so it cannot "
+                "be weighted. Use a guide that samples each site on its own (e.g. "
+                f"AutoNormal), equal weights, or set weights['{JOINT}'] explicitly."
+            )
+        return values.pop() if values else 1.0
+
+    # ---- the estimator (Pyro's seam) -------------------------------------
+
+    def _differentiable_loss_particle(self, model_trace, guide_trace):
+        record = self._record
+        assignment = assign_terms(model_trace, guide_trace, self.site_terms)
+        weights = self._weights_of(assignment, record.weights)
+        record.used_weights.update(weights)
+
+        loss = 0.0  # sum_t w_t T_t, as a float
+        surrogate = 0.0  # its pathwise part, as a tensor
+        contributions = []  # (site, term, value) for error messages
+        costs = []  # (frames, weighted ELBO-direction cost) for score functions
+        analytic = set()
+
+        def add(name, term, value, pathwise, cost=None, frames=None):
+            nonlocal loss, surrogate
+            contributions.append((name, term, value))
+            record.terms[term] += value * record.scale
+            weight = weights[term]
+            if weight == 0.0:
+                return
+            if weight != 1.0:
+                value, pathwise = weight * value, weight * pathwise
+                cost = None if cost is None else weight * cost
+            loss = loss + value
+            if not is_identically_zero(pathwise):
+                surrogate = surrogate + pathwise
+            if cost is not None:
+                costs.append((frames, cost))
+
+        stacks = get_plate_stacks(model_trace)
+        for name, site in model_trace.nodes.items():
+            term = assignment.model.get(name) if site["type"] == "sample" else None
+            if term is None:
+                continue
+            guide_site = None if site["is_observed"] else guide_trace.nodes[name]
+            kl = _analytic_kl(site, guide_site) if guide_site and self.analytic_kl else None
+            if kl is not None:
+                analytic.add(name)
+                kl_sum = kl.sum()
+                add(name, term, torch_item(kl_sum), kl_sum, kl.detach(), stacks[name])
+            else:
+                log_r = site["log_prob"].detach()
+                if guide_site is not None:
+                    log_r = log_r - guide_site["log_prob"].detach()
+                lp_sum = site["log_prob_sum"]
+                add(name, term, -torch_item(lp_sum), -lp_sum, -log_r, stacks[name])
+
+        score_sites = []
+        for name, site in guide_trace.nodes.items():
+            term = assignment.guide.get(name) if site["type"] == "sample" else None
+            if term is None:
+                continue
+            _, score_function, entropy_term = site["score_parts"]
+            if not is_identically_zero(score_function):
+                score_sites.append(site)
+            if name not in analytic:
+                if torch.is_tensor(entropy_term):
+                    entropy_term = entropy_term.sum()
+                add(name, term, torch_item(site["log_prob_sum"]), entropy_term)
+
+        if score_sites:
+            downstream_cost = MultiFrameTensor(*costs)
+            for site in score_sites:
+                cost = downstream_cost.sum_to(site["cond_indep_stack"])
+                surrogate = surrogate + (cost * site["score_parts"].score_function).sum()
+
+        if not math.isfinite(loss):
+            bad = [f"'{n}' (term '{t}': {v})" for n, t, v in contributions if not math.isfinite(v)]
+            raise ValueError(
+                f"The loss is {loss}; non-finite contributions come from site(s) "
+                f"{', '.join(bad) or 'none alone (overflow in the sum)'}. Check these "
+                "sites' parameters and support, or give their term weight 0."
+            )
+        record.loss += loss * record.scale
+        return loss, surrogate

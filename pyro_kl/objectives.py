@@ -1,0 +1,80 @@
+"""The essay's named objectives: :class:`WeightedELBO` with preset weights."""
+
+from typing import Any
+
+from .elbo import WeightedELBO
+from .terms import CLASSIFICATION, COMPLEXITY, DISTORTION, RATE
+from .weighting import Weight
+
+
+class RateDistortionELBO(WeightedELBO):
+    r"""The β-VAE objective ``D + β·(R + S)``.
+
+    All latent information counts as rate: local latents feed ``rate``, global
+    ones ``complexity``, and both carry β. With β = 1 this is Pyro's ELBO;
+    with the label as the only observed site it is the variational
+    information bottleneck (VIB), whose distortion is the classification
+    error.
+
+    :param beta: the weight of rate and complexity, a float ``>= 0`` or a
+        schedule of the step count.
+    :param kwargs: any :class:`WeightedELBO` or :class:`~pyro.infer.ELBO`
+        option (``terms``, ``analytic_kl``, ``num_particles``, ...).
+
+    Example::
+
+        elbo = RateDistortionELBO(beta=0.5, analytic_kl=True)
+        svi = SVI(vae.model, vae.guide, Adam({"lr": 1e-3}), loss=elbo)
+    """
+
+    def __init__(self, beta: Weight = 1.0, **kwargs: Any):
+        self.beta = beta
+        super().__init__(weights={RATE: beta, COMPLEXITY: beta}, **kwargs)
+
+
+class BetaGammaELBO(WeightedELBO):
+    r"""The semi-supervised objective ``β·D + γ·C + R + S``.
+
+    From the essay's semi-supervised VAE: β weighs the distortion of the
+    inputs, γ the classification of the labels (send the label site to
+    ``classification`` with ``terms={"y": "classification"}`` or a site tag).
+    Alone, β on the likelihood gives generalized variational Bayes and Bayes
+    by Backprop with a tempered likelihood.
+
+    :param beta: the weight of ``distortion``.
+    :param gamma: the weight of ``classification``.
+    :param kwargs: any :class:`WeightedELBO` or :class:`~pyro.infer.ELBO` option.
+
+    Example::
+
+        elbo = BetaGammaELBO(beta=1.0, gamma=10.0, terms={"y": "classification"})
+    """
+
+    def __init__(self, beta: Weight = 1.0, gamma: Weight = 1.0, **kwargs: Any):
+        self.beta, self.gamma = beta, gamma
+        super().__init__(weights={DISTORTION: beta, CLASSIFICATION: gamma}, **kwargs)
+
+
+class TherMLELBO(WeightedELBO):
+    r"""The TherML four-term objective ``γ·C + δ·D + σ·S + R``.
+
+    Classification error C, distortion D of the inputs, complexity S of the
+    global parameters and rate R of the representation, as in Alemi &
+    Fischer's *TherML: Thermodynamics of Machine Learning*.
+
+    :param gamma: the weight of ``classification``.
+    :param delta: the weight of ``distortion``.
+    :param sigma: the weight of ``complexity``.
+    :param kwargs: any :class:`WeightedELBO` or :class:`~pyro.infer.ELBO` option.
+
+    Example::
+
+        elbo = TherMLELBO(gamma=1.0, delta=0.1, sigma=1e-3, terms={"y": "classification"})
+    """
+
+    def __init__(
+        self, gamma: Weight = 1.0, delta: Weight = 1.0, sigma: Weight = 1.0, **kwargs: Any
+    ):
+        self.gamma, self.delta, self.sigma = gamma, delta, sigma
+        weights = {CLASSIFICATION: gamma, DISTORTION: delta, COMPLEXITY: sigma}
+        super().__init__(weights=weights, **kwargs)

@@ -1,0 +1,200 @@
+"""Term names and the rule that sends each sample site to a term.
+
+Every sample site of a (model, guide) pair contributes one summand to
+``I[P;Q] = KL(real world || dream world)``, where the *real world* P is the
+data together with the guide and the *dream world* Q is the model. The rule
+below decides which named term each summand feeds:
+
+======================================  =====================  ==================
+site                                    contribution (nats)    default term
+======================================  =====================  ==================
+observed in the model                   ``-log model(x|..)``   ``distortion``
+latent, under a plate holding data      ``log guide - log      ``rate``
+                                        model``
+latent, under no plate holding data     same                   ``complexity``
+``pyro.factor``                         ``-log factor``        ``factor``
+======================================  =====================  ==================
+
+A plate "holds data" when some observed model site lies inside it; Pyro's own
+particle plate never does. An explicit choice wins over the rule: a site tag
+``infer={"kl_term": name}`` or an ELBO's ``terms={site: name}`` map (the map
+wins over a tag).
+"""
+
+from typing import Dict, Mapping, NamedTuple, Optional, Set, Tuple
+
+from pyro.poutine import Trace
+
+DISTORTION = "distortion"
+RATE = "rate"
+CLASSIFICATION = "classification"
+COMPLEXITY = "complexity"
+FACTOR = "factor"
+JOINT = "joint"
+"""Key of the guide's joint log-density when it cannot be split per site."""
+
+STANDARD_TERMS = (DISTORTION, RATE, CLASSIFICATION, COMPLEXITY)
+SYMBOLS = {DISTORTION: "D", RATE: "R", CLASSIFICATION: "C", COMPLEXITY: "S"}
+
+PARTICLE_PLATE = "num_particles_vectorized"
+TAG = "kl_term"
+
+
+class TermAssignment(NamedTuple):
+    """Which term each sample site of one (model, guide) trace pair feeds.
+
+    :ivar dict model: model site name -> term, for every site that counts.
+    :ivar dict guide: guide site name -> term, for every site that counts.
+    :ivar dict joint: auxiliary guide site -> the latent sites it stands for,
+        for the guide sites whose log-density cannot be split per site.
+    """
+
+    model: Dict[str, str]
+    guide: Dict[str, str]
+    joint: Dict[str, Tuple[str, ...]]
+
+    def sites_by_term(self) -> Dict[str, Tuple[str, ...]]:
+        """Term -> the site names feeding it, model sites first, in trace order."""
+        result: Dict[str, list] = {}
+        for term_map in (self.model, self.guide):
+            for name, term in term_map.items():
+                sites = result.setdefault(term, [])
+                if name not in sites:
+                    sites.append(name)
+        return {term: tuple(sites) for term, sites in result.items()}
+
+
+def _sample_sites(trace: Trace):
+    return (
+        (name, site) for name, site in trace.nodes.items() if site["type"] == "sample"
+    )
+
+
+def _is_factor(site) -> bool:
+    return site["is_observed"] and site["infer"].get("is_auxiliary", False)
+
+
+def _plates(site) -> Set[str]:
+    return {f.name for f in site["cond_indep_stack"] if f.name != PARTICLE_PLATE}
+
+
+def data_plates(model_trace: Trace) -> Set[str]:
+    """Names of the plates that hold at least one observed model site."""
+    plates: Set[str] = set()
+    for _, site in _sample_sites(model_trace):
+        if site["is_observed"] and not _is_factor(site):
+            if not site["infer"].get("_deterministic"):
+                plates |= _plates(site)
+    return plates
+
+
+def default_term(site, data_plate_names: Set[str]) -> Optional[str]:
+    """The term a model site feeds by the default rule (``None``: no term)."""
+    if site["infer"].get("_deterministic"):
+        return None
+    if _is_factor(site):
+        return FACTOR
+    if site["is_observed"]:
+        return DISTORTION
+    return RATE if _plates(site) & data_plate_names else COMPLEXITY
+
+
+def _explicit(name: str, site, terms: Mapping[str, str]) -> Optional[str]:
+    return terms.get(name, site["infer"].get(TAG))
+
+
+def assign_terms(
+    model_trace: Trace, guide_trace: Trace, terms: Optional[Mapping[str, str]] = None
+) -> TermAssignment:
+    """Send every sample site of a model trace and its guide trace to a term.
+
+    A latent site feeds the same term in both worlds. A guide site that the
+    model lacks (an autoguide's auxiliary site) feeds the term of the model
+    sites sampled after it, up to the next such site; when it stands for more
+    than one model site its log-density cannot be split per site, and it is
+    recorded under :data:`JOINT`.
+
+    :param ~pyro.poutine.Trace model_trace: a trace of the model (dream world).
+    :param ~pyro.poutine.Trace guide_trace: the guide trace it was replayed on
+        (the real world's latent part).
+    :param dict terms: optional map from site names to term names; it wins
+        over ``infer={"kl_term": ...}`` tags, which win over the default rule.
+    :raises ValueError: if ``terms`` names a site neither trace has, if the
+        model and the guide tag a latent site with different terms, or if a
+        latent model site is missing from the guide.
+
+    Example::
+
+        guide_trace = poutine.trace(guide).get_trace(x)
+        model_trace = poutine.trace(poutine.replay(model, guide_trace)).get_trace(x)
+        assign_terms(model_trace, guide_trace).model  # {'z': 'rate', 'x': 'distortion'}
+    """
+    terms = {} if terms is None else terms
+    model_sites = dict(_sample_sites(model_trace))
+    guide_sites = dict(_sample_sites(guide_trace))
+    unknown = [name for name in terms if name not in model_sites and name not in guide_sites]
+    if unknown:
+        raise ValueError(
+            f"terms= names site(s) {unknown} that neither the model nor the guide "
+            f"samples. Model sites: {sorted(model_sites)}; guide sites: "
+            f"{sorted(guide_sites)}. Fix the names in the terms map."
+        )
+
+    plates = data_plates(model_trace)
+    model: Dict[str, str] = {}
+    for name, site in model_sites.items():
+        term = _explicit(name, site, terms)
+        if not site["is_observed"]:
+            guide_site = guide_sites.get(name)
+            if guide_site is None:
+                raise ValueError(
+                    f"Latent model site '{name}' is missing from the guide. Sample "
+                    f"'{name}' in the guide (or observe it in the model) so that "
+                    "its rate or complexity can be computed."
+                )
+            guide_tag = guide_site["infer"].get(TAG)
+            if name not in terms and guide_tag is not None:
+                if term is not None and term != guide_tag:
+                    raise ValueError(
+                        f"Model and guide disagree on the term of site '{name}': the "
+                        f"model tags it '{term}', the guide '{guide_tag}'. Use the "
+                        f"same infer={{'{TAG}': ...}} in both, or choose with "
+                        f"terms={{'{name}': ...}} on the ELBO."
+                    )
+                term = guide_tag
+        if term is None:
+            term = default_term(site, plates)
+        if term is not None:
+            model[name] = term
+
+    guide: Dict[str, str] = {}
+    joint: Dict[str, Tuple[str, ...]] = {}
+    pending: Optional[str] = None  # the auxiliary site waiting for its latents
+    pending_for: list = []
+
+    def close_pending():
+        if pending is None or pending in guide:
+            return
+        if len(pending_for) == 1:
+            guide[pending] = model[pending_for[0]]
+        else:
+            guide[pending] = JOINT
+            joint[pending] = tuple(pending_for)
+
+    for name, site in guide_sites.items():
+        if name in model_sites:
+            if name in model:
+                guide[name] = model[name]
+                if pending is not None:
+                    pending_for.append(name)
+            continue
+        term = _explicit(name, site, terms)
+        if term is None and _is_factor(site):
+            term = FACTOR
+        if term is not None:
+            guide[name] = term
+            continue
+        close_pending()
+        pending, pending_for = name, []
+    close_pending()
+    return TermAssignment(model, guide, joint)
