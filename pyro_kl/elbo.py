@@ -12,7 +12,7 @@ from pyro.infer import Trace_ELBO
 from pyro.infer.util import MultiFrameTensor, get_plate_stacks, is_validation_enabled, torch_item
 from torch.distributions import kl_divergence
 
-from .terms import FACTOR, JOINT, STANDARD_TERMS, TermAssignment, assign_terms
+from .terms import FACTOR, JOINT, STANDARD_TERMS, ModelTags, TermAssignment, assign_terms
 from .weighting import Weight, check_weights, weights_at
 
 
@@ -214,7 +214,13 @@ class WeightedELBO(Trace_ELBO):
             )
         return values.pop() if values else 1.0
 
-    # ---- the estimator (Pyro's seam) -------------------------------------
+    # ---- the estimator (Pyro's seams) ------------------------------------
+
+    def _get_trace(self, model, guide, args, kwargs):
+        tags = ModelTags()
+        model_trace, guide_trace = super()._get_trace(tags(model), guide, args, kwargs)
+        tags.restore(model_trace)
+        return model_trace, guide_trace
 
     def _differentiable_loss_particle(self, model_trace, guide_trace):
         record = self._record

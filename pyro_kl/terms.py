@@ -24,6 +24,7 @@ wins over a tag).
 from typing import Dict, Mapping, NamedTuple, Optional, Set, Tuple
 
 from pyro.poutine import Trace
+from pyro.poutine.messenger import Messenger
 
 DISTORTION = "distortion"
 RATE = "rate"
@@ -62,6 +63,37 @@ class TermAssignment(NamedTuple):
                 if name not in sites:
                     sites.append(name)
         return {term: tuple(sites) for term, sites in result.items()}
+
+
+class ModelTags(Messenger):
+    """Keeps the model's own ``infer={"kl_term": ...}`` tags of latent sites.
+
+    When a model is replayed against a guide trace, Pyro replaces each latent
+    site's ``infer`` dict by the guide's, so a tag the model puts on a latent
+    would be lost. Wrap the model in this messenger before replaying it, then
+    :meth:`restore` the tags into the model trace.
+
+    Example::
+
+        tags = ModelTags()
+        model_trace = poutine.trace(poutine.replay(tags(model), guide_trace)).get_trace(x)
+        tags.restore(model_trace)
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.tags: Dict[str, str] = {}
+
+    def _process_message(self, msg) -> None:
+        if msg["type"] == "sample" and msg["infer"].get(TAG) is not None:
+            self.tags[msg["name"]] = msg["infer"][TAG]
+
+    def restore(self, model_trace: Trace) -> None:
+        """Write the recorded tags back into the model trace's sites."""
+        for name, tag in self.tags.items():
+            site = model_trace.nodes.get(name)
+            if site is not None and site["infer"].get(TAG) != tag:
+                site["infer"] = {**site["infer"], TAG: tag}
 
 
 def _sample_sites(trace: Trace):
