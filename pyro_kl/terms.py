@@ -25,6 +25,7 @@ from typing import Dict, Mapping, NamedTuple, Optional, Set, Tuple
 
 from pyro.poutine import Trace
 from pyro.poutine.messenger import Messenger
+from pyro.poutine.util import site_is_subsample
 
 DISTORTION = "distortion"
 RATE = "rate"
@@ -98,7 +99,9 @@ class ModelTags(Messenger):
 
 def _sample_sites(trace: Trace):
     return (
-        (name, site) for name, site in trace.nodes.items() if site["type"] == "sample"
+        (name, site)
+        for name, site in trace.nodes.items()
+        if site["type"] == "sample" and not site_is_subsample(site)
     )
 
 
