@@ -174,7 +174,9 @@ class WeightedELBO(Trace_ELBO):
         if advance:
             self.step += 1
 
-    def _weights_of(self, assignment: TermAssignment, weights: Dict[str, float]) -> Dict[str, float]:
+    def _weights_of(
+        self, assignment: TermAssignment, weights: Dict[str, float]
+    ) -> Dict[str, float]:
         """Term -> weight for every term of this trace pair."""
         used = {term: weights.get(term, 1.0) for term in assignment.model.values()}
         for term in assignment.guide.values():

@@ -1,13 +1,9 @@
-import math
-
 import pyro
 import pyro.distributions as dist
 import pytest
 import torch
 from pyro import poutine
-from pyro.infer import SVI, Trace_ELBO, TraceMeanField_ELBO
-from pyro.infer.autoguide import AutoMultivariateNormal
-from pyro.optim import Adam
+from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 
 from pyro_kl import BetaGammaELBO, RateDistortionELBO, TherMLELBO, WeightedELBO
 

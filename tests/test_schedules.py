@@ -21,7 +21,9 @@ def test_cyclical_annealing_values():
     assert [schedule(t) for t in range(9)] == [0.0, 0.5, 1.0, 1.0, 0.0, 0.5, 1.0, 1.0, 0.0]
 
 
-@pytest.mark.parametrize("make", [lambda: LinearWarmup(steps=0), lambda: CyclicalAnnealing(3, ratio=0)])
+@pytest.mark.parametrize(
+    "make", [lambda: LinearWarmup(steps=0), lambda: CyclicalAnnealing(3, ratio=0)]
+)
 def test_bad_schedule_arguments(make):
     with pytest.raises(ValueError, match="needs"):
         make()
