@@ -4,6 +4,7 @@ from .elbo import WeightedELBO
 from .objectives import BetaGammaELBO, RateDistortionELBO, TherMLELBO
 from .schedules import CyclicalAnnealing, LinearWarmup
 from .terms import CLASSIFICATION, COMPLEXITY, DISTORTION, FACTOR, JOINT, RATE, assign_terms
+from .worlds import Objective, derive_objective, render_worlds
 
 __version__ = "0.1.0"
 
@@ -16,9 +17,12 @@ __all__ = [
     "FACTOR",
     "JOINT",
     "LinearWarmup",
+    "Objective",
     "RATE",
     "RateDistortionELBO",
     "TherMLELBO",
     "WeightedELBO",
     "assign_terms",
+    "derive_objective",
+    "render_worlds",
 ]

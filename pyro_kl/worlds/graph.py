@@ -1,0 +1,158 @@
+"""Draw the spec of both worlds with graphviz, and write it to a file.
+
+The real world P (data + guide) is drawn on the left, the dream world Q (the
+model) on the right, each as a cluster holding its plates as clusters (as
+:func:`pyro.render_model` draws them). Graphviz's global ranking
+(``newrank``) puts each variable at the same height in both worlds; edges
+that run against that order are drawn upward. The objective and the legend
+of term colours sit under the panels.
+"""
+
+import html
+import os
+import shutil
+from typing import Dict, List, Optional
+
+from .spec import DREAM, REAL
+
+_PLAIN = {"fontname": "Helvetica"}
+
+
+def _node_attrs(node: dict, render_distributions: bool) -> Dict[str, str]:
+    label = node["name"]
+    if render_distributions and node["distribution"]:
+        label = f"{label}\n~ {node['distribution']}"
+    if node["kind"] == "param":
+        return {"label": label, "shape": "plain"}
+    attrs = {"label": label, "shape": "ellipse", "style": "filled", "fillcolor": node["color"]}
+    if node["shaded"]:  # given by nature: grey, with the colour of its term
+        attrs.update(fillcolor=f"gray65:{node['color']}", gradientangle="90", penwidth="2")
+    return attrs
+
+
+def _innermost(node: dict) -> Optional[str]:
+    return node["plates"][-1] if node["plates"] else None
+
+
+def _add_world(graph, world: dict, world_key: str, render_distributions: bool) -> None:
+    import graphviz
+
+    plates = world["plates"]
+    clusters = {
+        plate: graphviz.Digraph(name=data["id"]) for plate, data in plates.items()
+    }
+    for plate, cluster in clusters.items():
+        cluster.attr(label=plates[plate]["label"], labeljust="r", labelloc="b", style="solid")
+    panel = graphviz.Digraph(name=f"cluster_{world_key}")
+    panel.attr(
+        label=world["label"], labelloc="t", labeljust="c", style="rounded",
+        color="gray40", fontsize="16", **_PLAIN,
+    )
+    for node in world["nodes"]:
+        plate = _innermost(node)
+        target = panel if plate is None else clusters[plate]
+        target.node(node["id"], **_node_attrs(node, render_distributions), **_PLAIN)
+
+    def nest(parent: Optional[str], into) -> None:
+        for plate, data in plates.items():
+            if data["parent"] == parent:
+                nest(plate, clusters[plate])
+                into.subgraph(clusters[plate])
+
+    nest(None, panel)
+    graph.subgraph(panel)
+
+
+def _edge(graph, edge: dict) -> None:
+    if edge.get("upward"):  # laid out downward, drawn pointing up
+        graph.edge(edge["target"], edge["source"], dir="back")
+    elif edge.get("level"):
+        graph.edge(edge["source"], edge["target"], constraint="false")
+    else:
+        graph.edge(edge["source"], edge["target"])
+
+
+def _caption(spec: dict) -> str:
+    """The objective and the legend, as a graphviz HTML label."""
+    rows: List[str] = [
+        '<TR><TD COLSPAN="4" ALIGN="LEFT"><B>'
+        + html.escape(spec["objective"]["equation"])
+        + "</B></TD></TR>"
+    ]
+    for row in spec["legend"]:
+        weight = "?" if row["weight"] is None else f"{row['weight']:g}"
+        rows.append(
+            f'<TR><TD BGCOLOR="{row["color"]}" WIDTH="18" BORDER="1"> </TD>'
+            f'<TD ALIGN="LEFT">{html.escape(row["symbol"])} = {html.escape(row["term"])}</TD>'
+            f'<TD ALIGN="LEFT">weight {weight}</TD>'
+            f'<TD ALIGN="LEFT">sites: {html.escape(", ".join(row["sites"]))}</TD></TR>'
+        )
+    rows.append(
+        '<TR><TD BGCOLOR="gray65" WIDTH="18" BORDER="1"> </TD><TD COLSPAN="3" ALIGN="LEFT">'
+        "shaded: data, given by nature (real world only)</TD></TR>"
+    )
+    table = '<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="3">' + "".join(rows) + "</TABLE>"
+    return f"<{table}>"
+
+
+def spec_to_digraph(spec: dict, *, render_distributions: bool = False):
+    """Build the :class:`graphviz.Digraph` of a spec made by
+    :func:`~pyro_kl.worlds.spec.worlds_spec`.
+
+    :param dict spec: both worlds as plain data.
+    :param bool render_distributions: add each site's distribution to its label.
+    :rtype: graphviz.Digraph
+    """
+    try:
+        import graphviz
+    except ImportError as error:  # pragma: no cover - graphviz is a dependency
+        raise ImportError(
+            "Drawing both worlds needs the graphviz Python package: pip install graphviz"
+        ) from error
+
+    graph = graphviz.Digraph(name="worlds")
+    graph.attr(newrank="true", rankdir="TB", nodesep="0.4", ranksep="0.5", **_PLAIN)
+    for key in (REAL, DREAM):
+        _add_world(graph, spec["worlds"][key], key, render_distributions)
+    for key in (REAL, DREAM):
+        for edge in spec["worlds"][key]["edges"]:
+            _edge(graph, edge)
+    # the same variable at the same height in both worlds
+    ids = {
+        key: {n["name"]: n["id"] for n in spec["worlds"][key]["nodes"] if n["kind"] != "param"}
+        for key in (REAL, DREAM)
+    }
+    for name in ids[REAL]:
+        if name in ids[DREAM]:
+            with graph.subgraph() as same:
+                same.attr(rank="same")
+                same.node(ids[REAL][name])
+                same.node(ids[DREAM][name])
+    graph.attr(label=_caption(spec), labelloc="b", labeljust="l", fontsize="14")
+    return graph
+
+
+def write(graph, filename: str) -> str:
+    """Write ``graph`` to ``filename`` in the format its suffix names.
+
+    :returns: the path written.
+    :raises ValueError: if the suffix is missing or not a graphviz format.
+    :raises RuntimeError: if graphviz's ``dot`` program is not installed.
+    """
+    import graphviz
+
+    filename = os.fspath(filename)
+    stem, suffix = os.path.splitext(filename)
+    fmt = suffix[1:].lower()
+    if fmt not in graphviz.FORMATS:
+        raise ValueError(
+            f"Cannot tell the format of {filename!r} from its suffix {suffix!r}; end the "
+            f"file name with one graphviz writes, e.g. .svg, .png, .pdf or .dot."
+        )
+    if shutil.which("dot") is None:
+        raise RuntimeError(
+            f"Writing {filename!r} needs graphviz's `dot` program, which is not on PATH. "
+            "Install it (apt install graphviz, brew install graphviz or conda install "
+            "graphviz), or use the returned Digraph's .source without writing a file."
+        )
+    return graph.render(outfile=filename, format=fmt, cleanup=True)
