@@ -1,0 +1,115 @@
+"""The shape every recipe shares: a model, a guide, an ELBO and its own data."""
+
+from typing import Any, ClassVar, List, Optional, Tuple
+
+import pyro
+import torch
+from pyro.infer import SVI
+from pyro.optim import Adam
+from torch import nn
+
+from ..elbo import WeightedELBO
+
+
+class Recipe(nn.Module):
+    """One of the essay's drawings as a runnable (model, guide) pair.
+
+    - :meth:`guide`, together with the data it is given, is the **real world P
+      (data + guide)**: nature's data plus whatever the drawing adds to it
+      (an encoder, a posterior over weights, ...);
+    - :meth:`model` is the **dream world Q (model)**: the story we wish were
+      true;
+    - :meth:`make_elbo` returns the pyro_kl ELBO whose terms are the essay's
+      objective for this drawing, and :attr:`terms` names those terms;
+    - :meth:`make_data` generates a small seeded data set, returned as the
+      positional arguments of both :meth:`model` and :meth:`guide`.
+
+    Neural networks are registered with :func:`pyro.module` and parameters
+    with :func:`pyro.param` under names prefixed by :attr:`name` (the
+    registry key), so different recipes never share entries of Pyro's global
+    parameter store. Two instances of the same recipe do share them: call
+    :func:`pyro.clear_param_store` between them.
+
+    Example::
+
+        recipe = VAE()
+        data = recipe.make_data(seed=0)
+        losses = recipe.fit(*data, num_steps=100)
+    """
+
+    name: ClassVar[str] = "recipe"
+    """The registry key; also the prefix of this recipe's parameter names."""
+    title: ClassVar[str] = "Recipe"
+    """A human title, as in the essay's section heading."""
+    objective: ClassVar[str] = ""
+    """The essay's objective for this drawing, in plain text."""
+    terms: ClassVar[Tuple[str, ...]] = ()
+    """The term names the objective is made of (see :mod:`pyro_kl.terms`)."""
+
+    def _param_name(self, name: str) -> str:
+        return f"{self.name}.{name}"
+
+    def module(self, name: str, network: nn.Module) -> nn.Module:
+        """Register ``network`` with Pyro under this recipe's prefix."""
+        return pyro.module(self._param_name(name), network)
+
+    def param(self, name: str, init: Any, **kwargs: Any) -> torch.Tensor:
+        """:func:`pyro.param` under this recipe's prefix; ``init`` may be a
+        tensor or a zero-argument callable returning one."""
+        return pyro.param(self._param_name(name), init, **kwargs)
+
+    def model(self, *data: torch.Tensor) -> None:  # pragma: no cover - abstract
+        """The dream world Q: the generative story we wish were true."""
+        raise NotImplementedError
+
+    def guide(self, *data: torch.Tensor) -> None:  # pragma: no cover - abstract
+        """The real world P's added part, given nature's data."""
+        raise NotImplementedError
+
+    def make_data(
+        self, num_data: Optional[int] = None, *, seed: int = 0
+    ) -> Tuple[torch.Tensor, ...]:  # pragma: no cover - abstract
+        """A small data set, seeded, as the positional arguments of
+        :meth:`model` and :meth:`guide`."""
+        raise NotImplementedError
+
+    def make_elbo(self, **kwargs: Any) -> WeightedELBO:  # pragma: no cover - abstract
+        """The pyro_kl ELBO of this drawing's objective."""
+        raise NotImplementedError
+
+    def fit(
+        self,
+        *data: torch.Tensor,
+        num_steps: int = 200,
+        lr: float = 1e-2,
+        elbo: Optional[WeightedELBO] = None,
+    ) -> List[float]:
+        """Train the model and the guide with SVI and :class:`~pyro.optim.Adam`.
+
+        :param data: the positional arguments of :meth:`model` and :meth:`guide`,
+            e.g. ``*recipe.make_data()``.
+        :param int num_steps: number of SVI steps.
+        :param float lr: Adam's learning rate.
+        :param elbo: the objective; :meth:`make_elbo` with its defaults if ``None``.
+        :returns: the loss of every step (nats, summed over the data).
+        :rtype: list
+        """
+        if num_steps < 0:
+            raise ValueError(f"num_steps={num_steps}; use a number of steps >= 0.")
+        elbo = self.make_elbo() if elbo is None else elbo
+        svi = SVI(self.model, self.guide, Adam({"lr": lr}), loss=elbo)
+        return [svi.step(*data) for _ in range(num_steps)]
+
+
+def seeded_generator(seed: int) -> torch.Generator:
+    """A CPU random generator for data sets, leaving Pyro's global seed alone."""
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    return generator
+
+
+def check_num_data(num_data: int, minimum: int = 2) -> int:
+    """:raises ValueError: when ``num_data`` is too small to make a data set."""
+    if not isinstance(num_data, int) or num_data < minimum:
+        raise ValueError(f"num_data={num_data!r}; use an integer >= {minimum}.")
+    return num_data
