@@ -193,33 +193,46 @@ def _outer_to_inner(plates: List[str], plate_data: Mapping[str, dict]) -> List[s
     return sorted(plates, key=depth)
 
 
+def _longest_paths(nodes, edges, levels: Dict[str, int]) -> None:
+    """Give every node of ``nodes`` not yet in ``levels`` one more than its
+    highest parent (0 without parents); a cycle puts the rest at the top."""
+    parents: Dict[str, List[str]] = {n: [] for n in nodes}
+    for source, target in edges:
+        if target in parents and source != target:
+            parents[target].append(source)
+    pending = [n for n in nodes if n not in levels]
+    while pending:
+        ready = [n for n in pending if all(p in levels for p in parents[n])]
+        if not ready:
+            ready = pending[:1]
+            parents[ready[0]] = [p for p in parents[ready[0]] if p in levels]
+        for n in ready:
+            levels[n] = 1 + max((levels[p] for p in parents[n]), default=-1)
+            pending.remove(n)
+
+
 def _levels(real_edges, dream_edges, real_nodes, dream_nodes) -> Dict[str, int]:
-    """Height of every variable: the longest path to it in the real world (data
-    on top); variables only the dream world has sit under their dream parents."""
+    """Height of every variable, shared by both worlds (0 on top).
+
+    The real world sets it: the longest path from the data down through the
+    guide. A variable the real world leaves unconnected (a global latent the
+    guide draws without reading data) sits just above its children in the
+    dream world; variables only the dream world has sit under their parents.
+    """
+    connected = {n for edge in real_edges for n in edge}
+    isolated = [
+        n for n in real_nodes
+        if n not in connected and any(s == n for s, _ in dream_edges)
+        and not any(t == n for _, t in dream_edges)
+    ]
     levels: Dict[str, int] = {}
-
-    def longest(nodes, edges):
-        parents: Dict[str, List[str]] = {n: [] for n in nodes}
-        for source, target in edges:
-            if source in parents and target in parents:
-                parents[target].append(source)
-        pending = [n for n in nodes if n not in levels]
-        while pending:
-            progressed = False
-            for n in list(pending):
-                ups = [p for p in parents[n] if p != n]
-                if all(p in levels for p in ups):
-                    levels[n] = 1 + max((levels[p] for p in ups), default=-1)
-                    pending.remove(n)
-                    progressed = True
-            if not progressed:  # a cycle: place the rest at the top
-                for n in pending:
-                    levels[n] = 0
-                pending = []
-
-    longest(real_nodes, real_edges)
-    longest(dream_nodes, dream_edges)
-    return levels
+    _longest_paths([n for n in real_nodes if n not in isolated], real_edges, levels)
+    for n in isolated:
+        children = [levels[t] for s, t in dream_edges if s == n and t in levels]
+        levels[n] = min(children, default=1) - 1
+    _longest_paths(dream_nodes, dream_edges, levels)
+    top = min(levels.values(), default=0)
+    return {n: level - top for n, level in levels.items()}
 
 
 def _world(

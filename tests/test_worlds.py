@@ -1,0 +1,406 @@
+"""Both worlds: the spec of the real world P (data + guide) and the dream world
+Q (model), its DOT drawing and files, and the derived objective."""
+
+import shutil
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from torch import nn
+
+from pyro_kl import (
+    BetaGammaELBO,
+    LinearWarmup,
+    RateDistortionELBO,
+    WeightedELBO,
+    derive_objective,
+    render_worlds,
+)
+from pyro_kl.worlds import graph as worlds_graph
+from pyro_kl.worlds import worlds_spec
+from pyro_kl.worlds.spec import EXTRA_COLORS, TERM_COLORS, WORLD_LABELS
+
+needs_dot = pytest.mark.skipif(shutil.which("dot") is None, reason="graphviz `dot` not installed")
+
+N, X_DIM, Z_DIM, CLASSES = 4, 5, 2, 3
+
+
+# ---- small (model, guide, args) triples -----------------------------------
+
+
+def vae():
+    decoder, encoder = nn.Linear(Z_DIM, X_DIM), nn.Linear(X_DIM, 2 * Z_DIM)
+
+    def model(x):
+        pyro.module("decoder", decoder)
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(torch.zeros(Z_DIM), 1.0).to_event(1))
+            pyro.sample("x", dist.Normal(decoder(z), 1.0).to_event(1), obs=x)
+
+    def guide(x):
+        pyro.module("encoder", encoder)
+        with pyro.plate("data", x.shape[0]):
+            loc, log_scale = encoder(x).split(Z_DIM, -1)
+            pyro.sample("z", dist.Normal(loc, log_scale.exp()).to_event(1))
+
+    return model, guide, (torch.randn(N, X_DIM),)
+
+
+def vib():
+    """The model generates only the label y from z; the guide reads x."""
+    classifier, encoder = nn.Linear(Z_DIM, CLASSES), nn.Linear(X_DIM, 2 * Z_DIM)
+
+    def model(x, y):
+        with pyro.plate("data", y.shape[0]):
+            z = pyro.sample("z", dist.Normal(torch.zeros(Z_DIM), 1.0).to_event(1))
+            pyro.sample("y", dist.Categorical(logits=classifier(z)), obs=y)
+
+    def guide(x, y):
+        with pyro.plate("data", x.shape[0]):
+            loc, log_scale = encoder(x).split(Z_DIM, -1)
+            pyro.sample("z", dist.Normal(loc, log_scale.exp()).to_event(1))
+
+    return model, guide, (torch.randn(N, X_DIM), torch.tensor([0, 1, 2, 1]))
+
+
+def semi_supervised():
+    """Labelled data (y observed) and unlabelled data (y latent) in one call."""
+    decoder = nn.Linear(Z_DIM + CLASSES, X_DIM)
+    classifier = nn.Linear(X_DIM, CLASSES)
+    encoder = nn.Linear(X_DIM + CLASSES, 2 * Z_DIM)
+
+    def generate(suffix, xs, ys):
+        z = pyro.sample(f"z_{suffix}", dist.Normal(torch.zeros(Z_DIM), 1.0).to_event(1))
+        y = pyro.sample(f"y_{suffix}", dist.OneHotCategorical(logits=torch.zeros(CLASSES)),
+                        obs=ys)
+        loc = decoder(torch.cat([z, y], -1))
+        pyro.sample(f"x_{suffix}", dist.Normal(loc, 1.0).to_event(1), obs=xs)
+
+    def encode(suffix, xs, y):
+        loc, log_scale = encoder(torch.cat([xs, y], -1)).split(Z_DIM, -1)
+        pyro.sample(f"z_{suffix}", dist.Normal(loc, log_scale.exp()).to_event(1))
+
+    def model(x_l, y_l, x_u):
+        with pyro.plate("labelled", x_l.shape[0]):
+            generate("l", x_l, y_l)
+        with pyro.plate("unlabelled", x_u.shape[0]):
+            generate("u", x_u, None)
+
+    def guide(x_l, y_l, x_u):
+        with pyro.plate("labelled", x_l.shape[0]):
+            encode("l", x_l, y_l)
+        with pyro.plate("unlabelled", x_u.shape[0]):
+            y_u = pyro.sample("y_u", dist.OneHotCategorical(logits=classifier(x_u)))
+            encode("u", x_u, y_u)
+
+    y_l = nn.functional.one_hot(torch.tensor([0, 2]), CLASSES).float()
+    return model, guide, (torch.randn(2, X_DIM), y_l, torch.randn(3, X_DIM))
+
+
+def bnn():
+    """A global weight vector theta outside the data plate: complexity."""
+
+    def model(x, y):
+        theta = pyro.sample("theta", dist.Normal(torch.zeros(X_DIM), 1.0).to_event(1))
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("y", dist.Normal(x @ theta, 0.5), obs=y)
+
+    def guide(x, y):
+        loc = pyro.param("theta_loc", torch.zeros(X_DIM))
+        scale = pyro.param("theta_scale", torch.ones(X_DIM), constraint=dist.constraints.positive)
+        pyro.sample("theta", dist.Normal(loc, scale).to_event(1))
+
+    return model, guide, (torch.randn(N, X_DIM), torch.randn(N))
+
+
+def diffusion():
+    """A 3-step hierarchical VAE: x -> z1 -> z2 -> z3 in the real world, the
+    reverse chain z3 -> z2 -> z1 -> x in the dream world."""
+    up = nn.ModuleList([nn.Linear(X_DIM, Z_DIM), nn.Linear(Z_DIM, Z_DIM), nn.Linear(Z_DIM, Z_DIM)])
+    down = nn.ModuleList([nn.Linear(Z_DIM, X_DIM), nn.Linear(Z_DIM, Z_DIM), nn.Linear(Z_DIM, Z_DIM)])
+
+    def model(x):
+        with pyro.plate("data", x.shape[0]):
+            h = pyro.sample("z3", dist.Normal(torch.zeros(Z_DIM), 1.0).to_event(1))
+            for k in (2, 1):
+                h = pyro.sample(f"z{k}", dist.Normal(down[k](h), 1.0).to_event(1))
+            pyro.sample("x", dist.Normal(down[0](h), 1.0).to_event(1), obs=x)
+
+    def guide(x):
+        with pyro.plate("data", x.shape[0]):
+            h = x
+            for k in (1, 2, 3):
+                h = pyro.sample(f"z{k}", dist.Normal(up[k - 1](h), 1.0).to_event(1))
+
+    return model, guide, (torch.randn(N, X_DIM),)
+
+
+# ---- helpers ----------------------------------------------------------------
+
+
+def nodes(spec, world):
+    return {n["name"]: n for n in spec["worlds"][world]["nodes"]}
+
+
+def edges(spec, world):
+    return {
+        (e["source"].split("/", 1)[1], e["target"].split("/", 1)[1])
+        for e in spec["worlds"][world]["edges"]
+    }
+
+
+def assert_same_colour_both_worlds(spec):
+    real, dream = nodes(spec, "real"), nodes(spec, "dream")
+    for name in set(real) & set(dream):
+        assert real[name]["term"] == dream[name]["term"], name
+        assert real[name]["color"] == dream[name]["color"], name
+
+
+# ---- spec level (no dot needed) ---------------------------------------------
+
+
+def test_vae_spec():
+    model, guide, args = vae()
+    spec = worlds_spec(model, guide, args, elbo=RateDistortionELBO(beta=0.37))
+    assert spec["worlds"]["real"]["label"] == "Real world P (data + guide)"
+    assert spec["worlds"]["dream"]["label"] == "Dream world Q (model)"
+    real, dream = nodes(spec, "real"), nodes(spec, "dream")
+    assert set(real) == set(dream) == {"x", "z"}
+    assert real["x"]["id"] == "real/x" and dream["x"]["id"] == "dream/x"
+    # the data are shaded in the real world only; the dream world generates them
+    assert real["x"]["shaded"] and real["x"]["kind"] == "data"
+    assert not real["z"]["shaded"] and not dream["x"]["shaded"]
+    assert real["x"]["term"] == "distortion" and real["z"]["term"] == "rate"
+    assert real["x"]["color"] == TERM_COLORS["distortion"]
+    assert real["z"]["color"] == TERM_COLORS["rate"]
+    assert_same_colour_both_worlds(spec)
+    # Figure 5 of the essay: the encoder x -> z, the generative story z -> x
+    assert edges(spec, "real") == {("x", "z")}
+    assert edges(spec, "dream") == {("z", "x")}
+    assert spec["levels"] == {"x": 0, "z": 1}
+    (dream_edge,) = spec["worlds"]["dream"]["edges"]
+    (real_edge,) = spec["worlds"]["real"]["edges"]
+    assert dream_edge["upward"] and not real_edge["upward"]
+    for world in ("real", "dream"):
+        assert set(spec["worlds"][world]["plates"]) == {"data"}
+        assert spec["worlds"][world]["plates"]["data"]["parent"] is None
+        assert all(n["plates"] == ["data"] for n in spec["worlds"][world]["nodes"])
+    assert [row["term"] for row in spec["legend"]] == ["distortion", "rate"]
+    assert spec["legend"][1]["weight"] == pytest.approx(0.37)
+    assert spec["objective"]["equation"] == "I[P;Q] = D + 0.37·R + const"
+
+
+def test_vib_spec_guide_input_is_data():
+    model, guide, args = vib()
+    spec = worlds_spec(model, guide, args)
+    real, dream = nodes(spec, "real"), nodes(spec, "dream")
+    assert set(real) == {"x", "y", "z"}
+    assert set(dream) == {"y", "z"}  # the model never touches x
+    # x is data the guide reads but the model does not observe: shaded, no term
+    assert real["x"]["shaded"] and real["x"]["term"] is None and real["x"]["color"] == "white"
+    assert real["x"]["plates"] == ["data"]  # drawn in the plate of the latent reading it
+    assert real["y"]["shaded"] and real["y"]["term"] == "distortion"
+    # the guide reads x, not y
+    assert edges(spec, "real") == {("x", "z")}
+    assert edges(spec, "dream") == {("z", "y")}
+    assert_same_colour_both_worlds(spec)
+
+
+def test_semi_supervised_spec():
+    model, guide, args = semi_supervised()
+    elbo = BetaGammaELBO(beta=2.0, gamma=10.0, terms={"y_l": "classification"})
+    spec = worlds_spec(model, guide, args, elbo=elbo)
+    real, dream = nodes(spec, "real"), nodes(spec, "dream")
+    assert {n for n, v in real.items() if v["shaded"]} == {"x_l", "y_l", "x_u"}
+    assert real["y_l"]["term"] == "classification"
+    assert real["y_l"]["color"] == TERM_COLORS["classification"]
+    assert real["y_u"]["term"] == "rate" and not real["y_u"]["shaded"]
+    assert dream["x_u"]["term"] == dream["x_l"]["term"] == "distortion"
+    assert edges(spec, "real") == {
+        ("x_l", "z_l"), ("y_l", "z_l"), ("x_u", "y_u"), ("x_u", "z_u"), ("y_u", "z_u"),
+    }
+    assert edges(spec, "dream") == {("z_l", "x_l"), ("y_l", "x_l"), ("z_u", "x_u"), ("y_u", "x_u")}
+    assert real["x_l"]["plates"] == ["labelled"] and real["y_u"]["plates"] == ["unlabelled"]
+    assert set(spec["worlds"]["real"]["plates"]) == {"labelled", "unlabelled"}
+    assert_same_colour_both_worlds(spec)
+    assert spec["objective"]["equation"] == "I[P;Q] = 2·D + 10·C + R + const"
+
+
+def test_bnn_spec_global_latent_is_complexity():
+    model, guide, args = bnn()
+    spec = worlds_spec(model, guide, args, elbo=RateDistortionELBO(beta=0.1))
+    real, dream = nodes(spec, "real"), nodes(spec, "dream")
+    assert real["theta"]["term"] == dream["theta"]["term"] == "complexity"
+    assert real["theta"]["color"] == TERM_COLORS["complexity"]
+    assert real["theta"]["plates"] == [] and dream["y"]["plates"] == ["data"]
+    # the guide draws theta without reading any data: no edge into it
+    assert edges(spec, "real") == set()
+    assert edges(spec, "dream") == {("theta", "y")}
+    # theta sits above the data in both worlds
+    assert spec["levels"]["theta"] < spec["levels"]["y"]
+    assert real["x"]["shaded"] and real["x"]["term"] is None
+    assert spec["objective"]["equation"] == "I[P;Q] = D + 0.1·S + const"
+
+
+def test_diffusion_spec_chains_run_opposite_ways():
+    model, guide, args = diffusion()
+    spec = worlds_spec(model, guide, args)
+    assert edges(spec, "real") == {("x", "z1"), ("z1", "z2"), ("z2", "z3")}
+    assert edges(spec, "dream") == {("z3", "z2"), ("z2", "z1"), ("z1", "x")}
+    assert spec["levels"] == {"x": 0, "z1": 1, "z2": 2, "z3": 3}
+    assert all(e["upward"] for e in spec["worlds"]["dream"]["edges"])
+    assert not any(e["upward"] for e in spec["worlds"]["real"]["edges"])
+    assert {n["term"] for n in spec["worlds"]["dream"]["nodes"] if n["name"] != "x"} == {"rate"}
+    assert_same_colour_both_worlds(spec)
+    assert spec["objective"]["equation"] == "I[P;Q] = D + R + const"
+
+
+def test_model_tag_on_latent_gets_its_own_colour():
+    def model(x):
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0), infer={"kl_term": "nuisance"})
+            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+    def guide(x):
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", dist.Normal(0.5 * x, 1.0))
+
+    spec = worlds_spec(model, guide, (torch.randn(3),), elbo=WeightedELBO(weights={"nuisance": 3}))
+    assert nodes(spec, "real")["z"]["term"] == nodes(spec, "dream")["z"]["term"] == "nuisance"
+    assert nodes(spec, "real")["z"]["color"] == EXTRA_COLORS[0]
+    assert spec["objective"]["equation"] == "I[P;Q] = D + 3·nuisance + const"
+    assert r"3\,\mathrm{nuisance}" in spec["objective"]["latex"]
+
+
+def test_render_params_adds_parameter_nodes():
+    model, guide, args = bnn()
+    spec = worlds_spec(model, guide, args, render_params=True)
+    params = {n["name"] for n in spec["worlds"]["real"]["nodes"] if n["kind"] == "param"}
+    assert params == {"theta_loc", "theta_scale"}
+    assert {("theta_loc", "theta"), ("theta_scale", "theta")} <= edges(spec, "real")
+    assert not any(n["kind"] == "param" for n in spec["worlds"]["dream"]["nodes"])
+
+
+def test_spec_leaves_random_state_and_gradients_alone():
+    model, guide, args = vae()
+    state = torch.get_rng_state()
+    worlds_spec(model, guide, args)
+    assert torch.equal(state, torch.get_rng_state())
+    assert all(p.grad is None for p in pyro.get_param_store().values())
+
+
+# ---- the derived objective ------------------------------------------------
+
+
+def global_local():
+    def model(x):
+        mu = pyro.sample("mu", dist.Normal(0.0, 2.0))
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", dist.Normal(mu, 1.0))
+            pyro.sample("x", dist.Normal(z, 0.5), obs=x)
+
+    def guide(x):
+        pyro.sample("mu", dist.Normal(pyro.param("m", torch.tensor(0.3)), 1.0))
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", dist.Normal(0.5 * x, 1.0))
+
+    return model, guide, (torch.randn(5),)
+
+
+def test_derive_objective_rate_distortion():
+    model, guide, args = global_local()
+    objective = derive_objective(model, guide, args, elbo=RateDistortionELBO(beta=0.37))
+    assert objective.terms == {"distortion": ("x",), "rate": ("z",), "complexity": ("mu",)}
+    assert objective.weights == pytest.approx({"distortion": 1.0, "rate": 0.37, "complexity": 0.37})
+    assert objective.equation == "I[P;Q] = D + 0.37·(R + S) + const"
+    assert objective.latex == r"I[P;Q] = D + 0.37\,\left(R + S\right) + \mathrm{const}"
+    lines = objective.text.splitlines()
+    assert lines[0] == objective.equation and len(lines) == 4
+    assert "rate" in lines[2] and "0.37" in lines[2] and lines[2].endswith("sites: z")
+    assert lines[3].endswith("sites: mu") and str(objective) == objective.text
+
+
+def test_derive_objective_defaults_to_unit_weights():
+    model, guide, args = global_local()
+    objective = derive_objective(model, guide, args)
+    assert objective.weights == {"distortion": 1.0, "rate": 1.0, "complexity": 1.0}
+    assert objective.equation == "I[P;Q] = D + R + S + const"
+    plain = derive_objective(model, guide, args, elbo=pyro.infer.Trace_ELBO())
+    assert plain == objective
+
+
+def test_derive_objective_evaluates_schedules_at_the_elbo_step():
+    model, guide, args = global_local()
+    elbo = WeightedELBO(weights={"rate": LinearWarmup(1.0, steps=10)}, terms={"mu": "rate"})
+    elbo.step = 5
+    objective = derive_objective(model, guide, args, elbo=elbo)
+    assert objective.terms == {"distortion": ("x",), "rate": ("mu", "z")}
+    expected = LinearWarmup(1.0, steps=10)(5)
+    assert objective.weights["rate"] == pytest.approx(expected)
+    assert objective.equation == f"I[P;Q] = D + {expected:g}·R + const"
+
+
+def test_bad_input_is_named():
+    model, guide, args = global_local()
+    with pytest.raises(ValueError, match="model_args must be a tuple"):
+        derive_objective(model, guide, list(args))
+    with pytest.raises(ValueError, match="elbo must be a pyro.infer.ELBO"):
+        derive_objective(model, guide, args, elbo={"rate": 0.5})
+
+
+# ---- DOT and files --------------------------------------------------------
+
+
+def test_dot_source_without_writing():
+    model, guide, args = vae()
+    graph = render_worlds(model, guide, args, elbo=RateDistortionELBO(beta=0.37))
+    source = graph.source
+    for label in WORLD_LABELS.values():
+        assert label in source
+    assert "newrank=true" in source
+    assert '"real/x" -> "real/z"' in source
+    assert '"dream/x" -> "dream/z" [dir=back]' in source  # z -> x drawn upward
+    assert source.count("rank=same") == 2
+    assert "subgraph cluster_real_data" in source and "subgraph cluster_dream_data" in source
+    assert "I[P;Q] = D + 0.37·R + const" in source
+
+
+def test_render_distributions_labels():
+    model, guide, args = vae()
+    source = render_worlds(model, guide, args, render_distributions=True).source
+    assert "~ Normal" in source and "~ data" in source
+
+
+def test_writing_without_dot_raises_clearly(monkeypatch, tmp_path):
+    model, guide, args = vae()
+    monkeypatch.setattr(worlds_graph.shutil, "which", lambda name: None)
+    graph = render_worlds(model, guide, args)  # no file: fine without dot
+    assert "Dream world Q (model)" in graph.source
+    with pytest.raises(RuntimeError, match="needs graphviz's `dot`"):
+        render_worlds(model, guide, args, filename=str(tmp_path / "worlds.svg"))
+
+
+def test_unknown_suffix_is_refused(tmp_path):
+    model, guide, args = vae()
+    with pytest.raises(ValueError, match="suffix"):
+        render_worlds(model, guide, args, filename=str(tmp_path / "worlds.nope"))
+
+
+@needs_dot
+@pytest.mark.parametrize("triple", [vae, vib, semi_supervised, bnn, diffusion])
+def test_writes_svg(triple, tmp_path):
+    model, guide, args = triple()
+    path = tmp_path / "worlds.svg"
+    render_worlds(model, guide, args, filename=str(path))
+    svg = path.read_text()
+    assert "Real world P (data + guide)" in svg and "Dream world Q (model)" in svg
+    assert "I[P;Q] =" in svg
+
+
+@needs_dot
+def test_writes_png(tmp_path):
+    model, guide, args = vib()
+    path = tmp_path / "vib.png"
+    render_worlds(model, guide, args, filename=str(path))
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
