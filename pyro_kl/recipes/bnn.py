@@ -22,7 +22,9 @@ class BayesianNeuralNetwork(Recipe):
       network's weights ``θ ~ e(θ|D)`` (mean-field Gaussian): ``D → θ``.
     - **Dream world Q (model)**: weights from the prior ``θ ~ q(θ) = N(0, I)``
       and, given the inputs, the targets drawn by the network,
-      ``y_i ~ q(y|x_i, θ) = N(net_θ(x_i), σ²)``: ``θ → y_i``, ``x_i → y_i``.
+      ``y_i ~ q(y|x_i, θ) = N(net_θ(x_i), σ²)``: ``θ → y_i``, ``x_i → y_i``
+      (the inputs are nature's in both worlds: the model records them with
+      :func:`pyro.deterministic`, which feeds no term).
 
     The essay's objective is ``<-β log q(y|x, θ) + log e(θ|D) / q(θ)>_p``,
     Bayes by Backprop with a tempered likelihood: ``β·D + S``, the
@@ -71,6 +73,7 @@ class BayesianNeuralNetwork(Recipe):
         }
         noise = self.param("log_noise", lambda: torch.tensor(math.log(0.3))).exp()
         with pyro.plate("data", x.shape[0]):
+            x = pyro.deterministic("x", x, event_dim=1)  # nature's inputs, no term
             pyro.sample("y", dist.Normal(self.predict(x, weights), noise), obs=y)
 
     def guide(self, x: torch.Tensor, y: torch.Tensor) -> None:

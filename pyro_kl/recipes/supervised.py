@@ -20,7 +20,9 @@ class SupervisedLearning(Recipe):
       ``(x, y) ~ p(x, y) = p(x) p(y|x)``; nothing is added, the guide is empty.
     - **Dream world Q (model)**: the images come from the same process,
       ``q(x) = p(x)`` (so ``x`` enters the model as given data), but the
-      labels come from our classifier ``y ~ q_θ(y|x)``.
+      labels come from our classifier ``y ~ q_θ(y|x)``. The model records
+      ``x`` with :func:`pyro.deterministic`, which feeds no term, so that the
+      pictures draw ``x → y``.
 
     The essay's objective is ``<log p(x, y) / (p(x) q_θ(y|x))>_p =
     <log p(y|x) / q_θ(y|x)>_p``: up to nature's label entropy, the
@@ -55,6 +57,7 @@ class SupervisedLearning(Recipe):
         """The dream world Q: given nature's ``x``, our classifier draws ``y``."""
         self.module("classifier", self.classifier)
         with pyro.plate("data", x.shape[0]):
+            x = pyro.deterministic("x", x, event_dim=1)  # q(x) = p(x): nature's, no term
             pyro.sample("y", dist.Categorical(logits=self.classifier(x)), obs=y)
 
     def guide(self, x: torch.Tensor, y: torch.Tensor) -> None:
