@@ -117,8 +117,8 @@ def bnn():
 def diffusion():
     """A 3-step hierarchical VAE: x -> z1 -> z2 -> z3 in the real world, the
     reverse chain z3 -> z2 -> z1 -> x in the dream world."""
-    up = nn.ModuleList([nn.Linear(X_DIM, Z_DIM), nn.Linear(Z_DIM, Z_DIM), nn.Linear(Z_DIM, Z_DIM)])
-    down = nn.ModuleList([nn.Linear(Z_DIM, X_DIM), nn.Linear(Z_DIM, Z_DIM), nn.Linear(Z_DIM, Z_DIM)])
+    up = nn.ModuleList([nn.Linear(X_DIM, Z_DIM)] + [nn.Linear(Z_DIM, Z_DIM) for _ in range(2)])
+    down = nn.ModuleList([nn.Linear(Z_DIM, X_DIM)] + [nn.Linear(Z_DIM, Z_DIM) for _ in range(2)])
 
     def model(x):
         with pyro.plate("data", x.shape[0]):
@@ -404,3 +404,19 @@ def test_writes_png(tmp_path):
     path = tmp_path / "vib.png"
     render_worlds(model, guide, args, filename=str(path))
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_autoguide_joint_site_feeds_the_joint_term():
+    from pyro.infer.autoguide import AutoMultivariateNormal
+
+    model, _, args = global_local()
+    guide = AutoMultivariateNormal(model)
+    spec = worlds_spec(model, guide, args)
+    latent = "_AutoMultivariateNormal_latent"
+    real = nodes(spec, "real")
+    assert real[latent]["term"] == "joint" and real[latent]["color"] == TERM_COLORS["joint"]
+    assert edges(spec, "real") == {(latent, "mu"), (latent, "z")}
+    assert edges(spec, "dream") == {("mu", "z"), ("z", "x")}
+    objective = derive_objective(model, guide, args, elbo=RateDistortionELBO(beta=0.5))
+    assert objective.terms["joint"] == (latent,)
+    assert objective.weights["joint"] == 0.5  # it spans rate and complexity, both 0.5
