@@ -40,15 +40,28 @@ def _synchronize(device: str) -> None:
 
 
 def interleaved_rates(
-    variants: Sequence[Variant], *, rounds: int, steps: int, device: str = "cpu", seed: int = 0
+    variants: Sequence[Variant],
+    *,
+    rounds: int,
+    steps: int,
+    device: str = "cpu",
+    clock: str = "process",
+    seed: int = 0,
 ) -> Dict[str, List[float]]:
     """Steps per second of each variant in each round, the variants' order
     shuffled every round so that slow spells of a shared machine hit all alike.
 
     :param int rounds: number of timed rounds (one untimed warm-up round runs first).
     :param int steps: steps of each variant per round.
+    :param str clock: ``"process"`` (CPU time of this process,
+        :func:`time.process_time`: with one torch thread it ignores the time
+        other processes take from a shared machine) or ``"wall"``
+        (:func:`time.perf_counter`; needed on a GPU, whose work is not CPU time).
     :returns: variant name -> list of ``rounds`` step rates.
     """
+    if clock not in ("process", "wall"):
+        raise ValueError(f"clock={clock!r}; use clock='process' or clock='wall'.")
+    now = time.process_time if clock == "process" else time.perf_counter
     order = list(variants)
     shuffle = random.Random(seed).shuffle
     rates: Dict[str, List[float]] = {v.name: [] for v in variants}
@@ -56,11 +69,11 @@ def interleaved_rates(
         shuffle(order)
         for variant in order:
             _synchronize(device)
-            start = time.perf_counter()
+            start = now()
             for _ in range(steps):
                 variant()
             _synchronize(device)
-            elapsed = time.perf_counter() - start
+            elapsed = now() - start
             if round_ > 0:
                 rates[variant.name].append(steps / elapsed)
     return rates
@@ -168,3 +181,27 @@ def gradient_variance(
         "mean_sq_norm": mean_sq_norm,
         "snr": mean_sq_norm / total_variance if total_variance > 0 else float("inf"),
     }
+
+
+def paired_overhead(baseline: Step, candidate: Step, *, rounds: int, repeats: int) -> dict:
+    """Extra CPU time of ``candidate`` over ``baseline``, paired round by round.
+
+    Each round times ``repeats`` calls of each (the order alternating between
+    rounds) with :func:`time.process_time`; the median over rounds of the
+    difference is far steadier than a ratio of whole training steps.
+
+    :returns: ``{"baseline_us": b, "extra_us": d}``, medians per call.
+    """
+    now = time.process_time
+    base, extra = [], []
+    for round_ in range(rounds):
+        spent = {}
+        for name, fn in ((("b", baseline), ("c", candidate)) if round_ % 2 == 0
+                         else (("c", candidate), ("b", baseline))):
+            start = now()
+            for _ in range(repeats):
+                fn()
+            spent[name] = (now() - start) / repeats * 1e6
+        base.append(spent["b"])
+        extra.append(spent["c"] - spent["b"])
+    return {"baseline_us": statistics.median(base), "extra_us": statistics.median(extra)}

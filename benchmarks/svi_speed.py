@@ -39,6 +39,7 @@ from measure import (  # noqa: E402
     gradient_variance,
     interleaved_rates,
     median_ratio,
+    paired_overhead,
     peak_python_bytes,
     peak_tensor_bytes,
 )
@@ -167,6 +168,12 @@ def build_variants(x_binary, x_real, *, seed, device, beta) -> Tuple[List[Varian
     for tag, elbo in (("Trace_ELBO", Trace_ELBO()), (MC, RateDistortionELBO(beta))):
         m, g = pair("vae", f"module_{tag}")
         variants.append(module_variant(f"vae/{tag} [ELBOModule+torch.optim]", m, g, elbo, x_binary))
+    m, g = pair("vae", "module_noval")
+    noval = module_variant(
+        "vae/Trace_ELBO [ELBOModule+torch.optim, no validation]", m, g, Trace_ELBO(), x_binary
+    )
+    noval.validation = False
+    variants.append(noval)
     m, g = pair("vae", "noval")
     noval = svi_variant("vae/Trace_ELBO [no validation]", m, g, Trace_ELBO(), x_binary)
     noval.validation = False
@@ -190,12 +197,33 @@ def build_variants(x_binary, x_real, *, seed, device, beta) -> Tuple[List[Varian
          "vae/Trace_ELBO [ELBOModule+torch.optim]", "vae/torch (MC)"),
         ("vae: RateDistortionELBO [ELBOModule+torch.optim] / torch (MC)",
          f"vae/{MC} [ELBOModule+torch.optim]", "vae/torch (MC)"),
+        ("vae: Trace_ELBO [ELBOModule+torch.optim, no validation] / torch (MC)",
+         "vae/Trace_ELBO [ELBOModule+torch.optim, no validation]", "vae/torch (MC)"),
         ("vae: Trace_ELBO [no validation] / torch (MC)",
          "vae/Trace_ELBO [no validation]", "vae/torch (MC)"),
         ("vae: RateDistortionELBO [no validation] / Trace_ELBO [no validation]",
          f"vae/{MC} [no validation]", "vae/Trace_ELBO [no validation]"),
     ]
     return variants, ratios
+
+
+def bookkeeping_table(x_binary, x_real, *, seed, device, beta, rounds) -> Dict[str, dict]:
+    """What pyro_kl's term bookkeeping costs per step: the extra CPU time of
+    ``differentiable_loss`` (trace the guide and the model, compute the loss
+    and terms; no backward, no optimizer) over Pyro's own, paired round by round."""
+    table = {}
+    for family, x in (("vae", x_binary), ("hier", x_real)):
+        model, guide = _pair(family, "bookkeeping", seed, device)
+        for label, pyro_elbo, ours in (
+            (MC, Trace_ELBO(), RateDistortionELBO(beta)),
+            (ANALYTIC, TraceMeanField_ELBO(), RateDistortionELBO(beta, analytic_kl=True)),
+        ):
+            table[f"{family}/{label}"] = paired_overhead(
+                lambda: pyro_elbo.differentiable_loss(model, guide, x),
+                lambda: ours.differentiable_loss(model, guide, x),
+                rounds=rounds, repeats=5,
+            )
+    return table
 
 
 def variance_table(x_binary, x_real, *, seed, device, draws, train_steps) -> Dict[str, dict]:
@@ -228,15 +256,20 @@ def main(argv=None) -> dict:
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     parser.add_argument("--batch", type=int, default=None,
                         help="batch size (default: 128 on CPU, 1024 on CUDA)")
-    parser.add_argument("--rounds", type=int, default=9, help="timed rounds (default: 9)")
-    parser.add_argument("--steps", type=int, default=40,
-                        help="steps per variant per round (default: 40)")
+    parser.add_argument("--rounds", type=int, default=15,
+                        help="timed rounds (default: 15)")
+    parser.add_argument("--steps", type=int, default=20,
+                        help="steps per variant per round (default: 20)")
+    parser.add_argument("--bookkeeping-rounds", type=int, default=100,
+                        help="paired rounds for the bookkeeping cost (default: 100)")
     parser.add_argument("--beta", type=float, default=0.5,
                         help="beta of RateDistortionELBO (default: 0.5, so weighting is timed)")
     parser.add_argument("--draws", type=int, default=200,
                         help="gradient draws for the variance (default: 200)")
     parser.add_argument("--train-steps", type=int, default=300,
                         help="steps before measuring variance (default: 300)")
+    parser.add_argument("--clock", choices=["process", "wall"], default=None,
+                        help="process CPU time (default on CPU) or wall time (default on CUDA)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default: 1)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="JSON path (default: "
@@ -246,7 +279,9 @@ def main(argv=None) -> dict:
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error("--device cuda needs a CUDA build of torch and a visible GPU.")
     torch.set_num_threads(args.threads)
-    batch = args.batch or (1024 if args.device.startswith("cuda") else 128)
+    on_gpu = args.device.startswith("cuda")
+    batch = args.batch or (1024 if on_gpu else 128)
+    args.clock = args.clock or ("wall" if on_gpu else "process")
     pyro.set_rng_seed(args.seed)
     pyro.clear_param_store()
     x_binary = digits(batch, binary=True, device=args.device)
@@ -256,7 +291,13 @@ def main(argv=None) -> dict:
     variants, ratio_specs = build_variants(
         x_binary, x_real, seed=args.seed, device=args.device, beta=args.beta
     )
-    rates = interleaved_rates(variants, rounds=args.rounds, steps=args.steps, device=args.device)
+    rates = interleaved_rates(
+        variants, rounds=args.rounds, steps=args.steps, device=args.device, clock=args.clock
+    )
+    bookkeeping = bookkeeping_table(
+        x_binary, x_real, seed=args.seed, device=args.device, beta=args.beta,
+        rounds=args.bookkeeping_rounds,
+    )
     memory = {
         v.name: {
             "tensor_peak_bytes": peak_tensor_bytes(v, device=args.device),
@@ -276,6 +317,7 @@ def main(argv=None) -> dict:
             name: statistics.median(r) for name, r in rates.items()
         },
         "ratios": {label: median_ratio(rates, a, b) for label, a, b in ratio_specs},
+        "bookkeeping": bookkeeping,
         "memory": memory,
         "gradient_variance": variance,
     }
@@ -301,6 +343,14 @@ def print_table(result: dict) -> None:
     print(f"\n{'speed ratio (median over rounds)':<68} {'median':>7} {'min':>6} {'max':>6}")
     for label, r in result["ratios"].items():
         print(f"{label:<68} {r['median']:>7.3f} {r['min']:>6.3f} {r['max']:>6.3f}")
+    print(f"\n{'bookkeeping: extra CPU time of differentiable_loss':<52} {'Pyro':>9} "
+          f"{'extra':>8} {'of a step':>9}")
+    for name, b in result["bookkeeping"].items():
+        family, label = name.split("/", 1)
+        pyro_name = "Trace_ELBO" if label == MC else "TraceMeanField_ELBO"
+        step_us = 1e6 / result["steps_per_second"][f"{family}/{pyro_name}"]
+        print(f"{name:<52} {b['baseline_us']:>7.0f}us {b['extra_us']:>6.1f}us "
+              f"{100 * b['extra_us'] / step_us:>8.2f}%")
     print(f"\n{'encoder-gradient variance':<30} {'total variance':>15} {'|mean|^2':>12} "
           f"{'SNR':>8}")
     for name, v in result["gradient_variance"].items():
