@@ -1,6 +1,7 @@
 """Strip volatile metadata from notebooks, keeping their outputs.
 
-Removes execution timestamps, widget and kernel state so that committed notebooks differ only where their content does.
+Removes execution timestamps, widget and kernel state and cell ids, so that
+committed notebooks differ only where their content does.
 
 Usage::
 
