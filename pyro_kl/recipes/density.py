@@ -37,7 +37,7 @@ class DensityEstimation(Recipe):
 
     name = "density_estimation"
     title = "Density estimation"
-    objective = "I[P;Q] = <log p(x) / q_θ(x)>_real = -H[real world] + D,  D = <-log q_θ(x)>"
+    objective = "I[P;Q] = <log p(x) / q_θ(x)>_real = -H[X] + D"
     terms = ("distortion",)
 
     def __init__(self, *, dim: int = 2):

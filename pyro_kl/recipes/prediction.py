@@ -40,6 +40,10 @@ class VariationalPrediction(Recipe):
     the predicted targets (site ``y_query``, sent to ``rate`` by
     :meth:`make_elbo`): ``I[P;Q] = D + R + S + const``.
     :meth:`exact_predictive` gives the posterior predictive in closed form.
+    With several queries, the learned predictive draws them independently
+    while the Bayesian ones are correlated through θ, so its marginals come
+    out narrower than the exact ones (a mean-field effect); with one query
+    the optimum is exact.
 
     :param int dim: number of input features (a bias feature is added).
     :param int num_queries: number of query inputs ``x*``.

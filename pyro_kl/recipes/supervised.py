@@ -43,7 +43,7 @@ class SupervisedLearning(Recipe):
 
     name = "supervised_learning"
     title = "Supervised learning"
-    objective = "I[P;Q] = <log p(y|x) / q_θ(y|x)>_real = -H[Y|X] + C,  C = <-log q_θ(y|x)>"
+    objective = "I[P;Q] = <log p(y|x) / q_θ(y|x)>_real = -H[Y|X] + C"
     terms = (CLASSIFICATION,)
 
     def __init__(self, *, dim: int = 4, num_classes: int = 3, hidden_dim: int = 16):
