@@ -340,7 +340,7 @@ def worlds_spec(
     objective = objective_from(pair.assignment, elbo)
     colors = _term_colors(objective)
 
-    model_rel = get_model_relations(model, model_args, model_kwargs)
+    model_rel = get_model_relations(model, model_args, model_kwargs, include_deterministic=True)
     real_rel = _real_relations(pair, guide, model_args, model_kwargs, model_rel)
     data = set(real_rel["observed"])
     model_terms, guide_terms = pair.assignment.model, pair.assignment.guide
