@@ -1,5 +1,6 @@
 """pyro_kl: Pyro objectives as KL(real world || dream world), split into named terms."""
 
+from .distributed import all_reduce_terms
 from .elbo import WeightedELBO
 from .objectives import BetaGammaELBO, RateDistortionELBO, TherMLELBO
 from .schedules import CyclicalAnnealing, LinearWarmup
@@ -22,6 +23,7 @@ __all__ = [
     "RateDistortionELBO",
     "TherMLELBO",
     "WeightedELBO",
+    "all_reduce_terms",
     "assign_terms",
     "derive_objective",
     "render_worlds",
