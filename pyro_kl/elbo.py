@@ -12,8 +12,18 @@ from pyro.infer import Trace_ELBO
 from pyro.infer.util import MultiFrameTensor, get_plate_stacks, is_validation_enabled, torch_item
 from torch.distributions import kl_divergence
 
-from .terms import FACTOR, JOINT, STANDARD_TERMS, ModelTags, TermAssignment, assign_terms
+from .terms import (
+    FACTOR,
+    JOINT,
+    STANDARD_TERMS,
+    ModelTags,
+    TermAssignment,
+    assign_terms,
+    structure_key,
+)
 from .weighting import Weight, check_weights, weights_at
+
+_MAX_CACHED_STRUCTURES = 64
 
 
 class _CallRecord:
@@ -111,6 +121,7 @@ class WeightedELBO(Trace_ELBO):
         self.last_weights: Dict[str, float] = {}
         self._record: Optional[_CallRecord] = None
         self._warned_joint = False
+        self._assignments: Dict[tuple, TermAssignment] = {}
 
     # ---- public API -----------------------------------------------------
 
@@ -224,64 +235,85 @@ class WeightedELBO(Trace_ELBO):
         tags.restore(model_trace)
         return model_trace, guide_trace
 
+    def _assignment(self, model_trace, guide_trace) -> TermAssignment:
+        """The term of every site, computed once per trace structure."""
+        key = (structure_key(model_trace), structure_key(guide_trace))
+        assignment = self._assignments.get(key)
+        if assignment is None:
+            assignment = assign_terms(model_trace, guide_trace, self.site_terms)
+            if len(self._assignments) >= _MAX_CACHED_STRUCTURES:
+                self._assignments.clear()  # a model whose structure keeps changing
+            self._assignments[key] = assignment
+        return assignment
+
     def _differentiable_loss_particle(self, model_trace, guide_trace):
         record = self._record
-        assignment = assign_terms(model_trace, guide_trace, self.site_terms)
+        assignment = self._assignment(model_trace, guide_trace)
         weights = self._weights_of(assignment, record.weights)
         record.used_weights.update(weights)
 
-        loss = 0.0  # sum_t w_t T_t, as a float
-        surrogate = 0.0  # its pathwise part, as a tensor
+        guide_nodes = guide_trace.nodes
+        score_sites = [
+            guide_nodes[name]
+            for name in assignment.guide
+            if not is_identically_zero(guide_nodes[name]["score_parts"].score_function)
+        ]
+        # plate stacks and downstream costs only feed score-function terms
+        stacks = get_plate_stacks(model_trace) if score_sites else None
+        values: Dict[str, float] = {}  # term -> unweighted estimate (float)
+        pathwise: Dict[str, Any] = {}  # term -> unweighted pathwise part (tensor)
         contributions = []  # (site, term, value) for error messages
         costs = []  # (frames, weighted ELBO-direction cost) for score functions
         analytic = set()
 
-        def add(name, term, value, pathwise, cost=None, frames=None):
-            nonlocal loss, surrogate
+        def add(name, term, value, part):
+            values[term] = values.get(term, 0.0) + value
             contributions.append((name, term, value))
-            record.terms[term] += value * record.scale
-            weight = weights[term]
-            if weight == 0.0:
-                return
-            if weight != 1.0:
-                value, pathwise = weight * value, weight * pathwise
-                cost = None if cost is None else weight * cost
-            loss = loss + value
-            if not is_identically_zero(pathwise):
-                surrogate = surrogate + pathwise
-            if cost is not None:
-                costs.append((frames, cost))
+            if not is_identically_zero(part):
+                pathwise[term] = pathwise[term] + part if term in pathwise else part
 
-        stacks = get_plate_stacks(model_trace)
-        for name, site in model_trace.nodes.items():
-            term = assignment.model.get(name) if site["type"] == "sample" else None
-            if term is None:
-                continue
-            guide_site = None if site["is_observed"] else guide_trace.nodes[name]
+        for name, term in assignment.model.items():
+            site = model_trace.nodes[name]
+            guide_site = None if site["is_observed"] else guide_nodes[name]
             kl = _analytic_kl(site, guide_site) if guide_site and self.analytic_kl else None
             if kl is not None:
                 analytic.add(name)
                 kl_sum = kl.sum()
-                add(name, term, torch_item(kl_sum), kl_sum, kl.detach(), stacks[name])
+                add(name, term, torch_item(kl_sum), kl_sum)
+                if score_sites and weights[term]:
+                    costs.append((stacks[name], weights[term] * kl.detach()))
             else:
-                log_r = site["log_prob"].detach()
-                if guide_site is not None:
-                    log_r = log_r - guide_site["log_prob"].detach()
                 lp_sum = site["log_prob_sum"]
-                add(name, term, -torch_item(lp_sum), -lp_sum, -log_r, stacks[name])
+                add(name, term, -torch_item(lp_sum), -lp_sum)
+                if score_sites and weights[term]:
+                    log_r = site["log_prob"].detach()
+                    if guide_site is not None:
+                        log_r = log_r - guide_site["log_prob"].detach()
+                    costs.append((stacks[name], -weights[term] * log_r))
 
-        score_sites = []
-        for name, site in guide_trace.nodes.items():
-            term = assignment.guide.get(name) if site["type"] == "sample" else None
-            if term is None:
+        for name, term in assignment.guide.items():
+            if name in analytic:
                 continue
-            _, score_function, entropy_term = site["score_parts"]
-            if not is_identically_zero(score_function):
-                score_sites.append(site)
-            if name not in analytic:
-                if torch.is_tensor(entropy_term):
-                    entropy_term = entropy_term.sum()
-                add(name, term, torch_item(site["log_prob_sum"]), entropy_term)
+            site = guide_nodes[name]
+            entropy_term = site["score_parts"].entropy_term
+            if torch.is_tensor(entropy_term):
+                entropy_term = entropy_term.sum()
+            add(name, term, torch_item(site["log_prob_sum"]), entropy_term)
+
+        loss = 0.0  # sum_t w_t T_t, as a float
+        surrogate = 0.0  # its pathwise part, as a tensor: one multiply per term
+        for term, value in values.items():
+            record.terms[term] += value * record.scale
+            weight = weights[term]
+            if weight == 0.0:
+                continue
+            part = pathwise.get(term)
+            if weight != 1.0:
+                value = weight * value
+                part = None if part is None else weight * part
+            loss = loss + value
+            if part is not None:
+                surrogate = surrogate + part
 
         if score_sites:
             downstream_cost = MultiFrameTensor(*costs)

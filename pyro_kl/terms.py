@@ -233,3 +233,21 @@ def assign_terms(
         pending, pending_for = name, []
     close_pending()
     return TermAssignment(model, guide, joint)
+
+
+def structure_key(trace: Trace) -> tuple:
+    """What :func:`assign_terms` reads from a trace, as a hashable key: two
+    traces with the same key get the same terms (for any ``terms`` map), so
+    an ELBO can compute the assignment once per model structure.
+    """
+    return tuple(
+        (
+            name,
+            site["is_observed"],
+            site["infer"].get(TAG),
+            site["infer"].get("is_auxiliary", False),
+            site["infer"].get("_deterministic", False),
+            tuple(frame.name for frame in site["cond_indep_stack"]),
+        )
+        for name, site in _sample_sites(trace)
+    )
