@@ -1,10 +1,10 @@
 """Small generated data sets for the recipes (nothing is downloaded)."""
 
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 
-from .base import seeded_generator
+from .base import Recipe, check_num_data, seeded_generator
 
 
 def labelled_blobs(
@@ -36,3 +36,23 @@ def curved_manifold(num_data: int, *, dim: int, latent_dim: int, seed: int) -> t
     mixing = torch.randn(latent_dim, dim, generator=generator)
     u = torch.randn(num_data, latent_dim, generator=generator)
     return torch.tanh(u @ mixing) + 0.1 * torch.randn(num_data, dim, generator=generator)
+
+
+class LabelledBlobsRecipe(Recipe):
+    """A recipe whose nature draws labelled blobs ``(x, y)``, one blob per class.
+
+    Subclasses set ``self.dim`` and ``self.num_classes``.
+    """
+
+    dim: int
+    num_classes: int
+
+    def make_data(
+        self, num_data: Optional[int] = None, *, seed: int = 0
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Labelled blobs, one per class.
+
+        :returns: ``(x, y)``; default 200 examples.
+        """
+        num_data = check_num_data(200 if num_data is None else num_data)
+        return labelled_blobs(num_data, dim=self.dim, num_classes=self.num_classes, seed=seed)

@@ -1,6 +1,6 @@
 """Supervised learning: the essay's Figure 4."""
 
-from typing import Any, Optional, Tuple
+from typing import Any
 
 import pyro
 import pyro.distributions as dist
@@ -9,11 +9,10 @@ from torch import nn
 
 from ..elbo import WeightedELBO
 from ..terms import CLASSIFICATION
-from .base import Recipe, check_num_data
-from .data import labelled_blobs
+from .data import LabelledBlobsRecipe
 
 
-class SupervisedLearning(Recipe):
+class SupervisedLearning(LabelledBlobsRecipe):
     r"""Supervised learning: a machine that applies the labels.
 
     - **Real world P (data + guide)**: nature draws images and their labels,
@@ -62,16 +61,6 @@ class SupervisedLearning(Recipe):
 
     def guide(self, x: torch.Tensor, y: torch.Tensor) -> None:
         """The real world P adds nothing to nature's ``(x, y)``: no latent."""
-
-    def make_data(
-        self, num_data: Optional[int] = None, *, seed: int = 0
-    ) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Labelled blobs, one per class.
-
-        :returns: ``(x, y)``; default 200 examples.
-        """
-        num_data = check_num_data(200 if num_data is None else num_data)
-        return labelled_blobs(num_data, dim=self.dim, num_classes=self.num_classes, seed=seed)
 
     def make_elbo(self, **kwargs: Any) -> WeightedELBO:
         """:class:`~pyro_kl.WeightedELBO` with ``y`` sent to ``classification``."""

@@ -1,6 +1,6 @@
 """TherML: the essay's four-term drawing (its second Figure 10)."""
 
-from typing import Any, Optional, Tuple
+from typing import Any
 
 import pyro
 import pyro.distributions as dist
@@ -10,12 +10,11 @@ from torch.distributions import constraints
 from ..objectives import TherMLELBO
 from ..terms import CLASSIFICATION, COMPLEXITY, DISTORTION, RATE
 from ..weighting import Weight
-from .base import Recipe, check_num_data
-from .data import labelled_blobs
+from .data import LabelledBlobsRecipe
 from .networks import mlp
 
 
-class TherML(Recipe):
+class TherML(LabelledBlobsRecipe):
     r"""TherML: honest about the weights, the representation, the inputs and the labels.
 
     - **Real world P (data + guide)**: nature draws the data set ``D`` of pairs
@@ -85,16 +84,6 @@ class TherML(Recipe):
         )
         with pyro.plate("data", x.shape[0]):
             pyro.sample("z", dist.Normal(x @ theta, code_scale).to_event(1))
-
-    def make_data(
-        self, num_data: Optional[int] = None, *, seed: int = 0
-    ) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Labelled blobs, one per class.
-
-        :returns: ``(x, y)``; default 200 examples.
-        """
-        num_data = check_num_data(200 if num_data is None else num_data)
-        return labelled_blobs(num_data, dim=self.dim, num_classes=self.num_classes, seed=seed)
 
     def make_elbo(
         self, gamma: Weight = 1.0, delta: Weight = 1.0, sigma: Weight = 1.0, **kwargs: Any

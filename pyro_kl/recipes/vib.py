@@ -1,6 +1,6 @@
 """Variational information bottleneck: the essay's Figure 6."""
 
-from typing import Any, Optional, Tuple
+from typing import Any
 
 import pyro
 import pyro.distributions as dist
@@ -9,12 +9,11 @@ import torch
 from ..objectives import RateDistortionELBO
 from ..terms import DISTORTION, RATE
 from ..weighting import Weight
-from .base import Recipe, check_num_data
-from .data import labelled_blobs
+from .data import LabelledBlobsRecipe
 from .networks import GaussianHead, mlp
 
 
-class VIB(Recipe):
+class VIB(LabelledBlobsRecipe):
     r"""Variational information bottleneck: a representation that predicts the label.
 
     - **Real world P (data + guide)**: nature draws pairs ``(x, y) ~ p(x, y)``;
@@ -68,16 +67,6 @@ class VIB(Recipe):
         with pyro.plate("data", x.shape[0]):
             loc, scale = self.encoder(x)
             pyro.sample("z", dist.Normal(loc, scale).to_event(1))
-
-    def make_data(
-        self, num_data: Optional[int] = None, *, seed: int = 0
-    ) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Labelled blobs, one per class.
-
-        :returns: ``(x, y)``; default 200 examples.
-        """
-        num_data = check_num_data(200 if num_data is None else num_data)
-        return labelled_blobs(num_data, dim=self.dim, num_classes=self.num_classes, seed=seed)
 
     def make_elbo(self, beta: Weight = 1.0, **kwargs: Any) -> RateDistortionELBO:
         """:class:`~pyro_kl.RateDistortionELBO`: ``D + β·R`` with ``D`` the label's."""
