@@ -21,7 +21,7 @@ from .terms import (
     assign_terms,
     structure_key,
 )
-from .weighting import Weight, check_weights, weights_at
+from .weighting import Weight, check_weights, joint_weight, weights_at
 
 _MAX_CACHED_STRUCTURES = 64
 
@@ -202,8 +202,16 @@ class WeightedELBO(Trace_ELBO):
                     "split use a guide that samples each site on its own (e.g. AutoNormal).",
                     UserWarning,
                 )
-            if JOINT not in weights:
-                used[JOINT] = self._joint_weight(assignment, used)
+            used[JOINT] = joint_weight(assignment, weights)
+            if used[JOINT] is None:
+                joint_sites = [s for sites in assignment.joint.values() for s in sites]
+                spanned = sorted({assignment.model[s] for s in joint_sites})
+                raise ValueError(
+                    f"The guide's joint log-density spans terms {spanned} whose weights "
+                    f"differ ({ {t: used[t] for t in spanned} }), so it cannot be weighted. "
+                    "Use a guide that samples each site on its own (e.g. AutoNormal), "
+                    f"equal weights, or set weights['{JOINT}'] explicitly."
+                )
         if is_validation_enabled():
             unused = set(weights) - set(used) - set(STANDARD_TERMS) - {FACTOR, JOINT}
             if unused:
@@ -213,19 +221,6 @@ class WeightedELBO(Trace_ELBO):
                     "sites to them with terms={site: term} or infer={'kl_term': term}."
                 )
         return used
-
-    @staticmethod
-    def _joint_weight(assignment: TermAssignment, used: Dict[str, float]) -> float:
-        spanned = {assignment.model[s] for sites in assignment.joint.values() for s in sites}
-        values = {used[t] for t in spanned}
-        if len(values) > 1:
-            raise ValueError(
-                f"The guide's joint log-density spans terms {sorted(spanned)} whose "
-                f"weights differ ({ {t: used[t] for t in sorted(spanned)} }), so it cannot "
-                "be weighted. Use a guide that samples each site on its own (e.g. "
-                f"AutoNormal), equal weights, or set weights['{JOINT}'] explicitly."
-            )
-        return values.pop() if values else 1.0
 
     # ---- the estimator (Pyro's seams) ------------------------------------
 

@@ -6,6 +6,8 @@ from typing import Callable, Dict, Mapping, Optional, Union
 
 import torch
 
+from .terms import JOINT, TermAssignment
+
 Weight = Union[float, Callable[[int], float]]
 """A term weight: a float ``>= 0``, or a schedule mapping the step count to one."""
 
@@ -49,3 +51,19 @@ def weights_at(weights: Mapping[str, Weight], step: int) -> Dict[str, float]:
         else weight
         for term, weight in weights.items()
     }
+
+
+def joint_weight(assignment: TermAssignment, weights: Mapping[str, float]) -> Optional[float]:
+    """The weight of the guide's joint log-density (:data:`~pyro_kl.terms.JOINT`).
+
+    An explicit ``weights["joint"]`` wins; otherwise it is the common weight of
+    the terms of the sites the joint stands for (1 when it stands for none), and
+    ``None`` when those weights differ, so that it cannot be weighted.
+    """
+    if JOINT in weights:
+        return weights[JOINT]
+    spanned = {assignment.model[s] for sites in assignment.joint.values() for s in sites}
+    values = {weights.get(term, 1.0) for term in spanned}
+    if len(values) > 1:
+        return None
+    return values.pop() if values else 1.0

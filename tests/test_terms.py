@@ -4,12 +4,11 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
-from pyro import poutine
 from pyro.infer import Trace_ELBO
 from pyro.infer.autoguide import AutoMultivariateNormal, AutoNormal
 
 from pyro_kl import JOINT, RateDistortionELBO, TherMLELBO, WeightedELBO, assign_terms
-from pyro_kl.terms import ModelTags
+from pyro_kl.worlds.objective import trace_pair
 
 from .model_zoo import MODELS
 
@@ -26,11 +25,9 @@ def regression_model(x):
 
 
 def traces(model, guide, *args):
-    tags = ModelTags()
-    guide_trace = poutine.trace(guide).get_trace(*args)
-    model_trace = poutine.trace(poutine.replay(tags(model), trace=guide_trace)).get_trace(*args)
-    tags.restore(model_trace)
-    return model_trace, guide_trace
+    """The model trace (with its own kl_term tags) and the guide trace it replayed."""
+    pair = trace_pair(model, guide, args)
+    return pair.model_trace, pair.guide_trace
 
 
 def test_default_rule_uses_plates_that_hold_data():

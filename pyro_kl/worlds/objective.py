@@ -25,7 +25,7 @@ from ..terms import (
     TermAssignment,
     assign_terms,
 )
-from ..weighting import weights_at
+from ..weighting import joint_weight, weights_at
 
 TERM_ORDER = (DISTORTION, CLASSIFICATION, RATE, COMPLEXITY, FACTOR, JOINT)
 """The order in which terms are written: data terms first, then latent ones."""
@@ -133,9 +133,7 @@ def _term_weights(
         term: evaluated.get(term, 1.0) for term in sites_by_term if term != JOINT
     }
     if JOINT in sites_by_term:
-        spanned = {assignment.model[s] for sites in assignment.joint.values() for s in sites}
-        values = {evaluated.get(term, 1.0) for term in spanned}
-        weights[JOINT] = values.pop() if len(values) == 1 else None
+        weights[JOINT] = joint_weight(assignment, evaluated)
     return weights
 
 
