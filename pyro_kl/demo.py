@@ -180,7 +180,7 @@ def per_example_terms(
         beta=1.0, analytic_kl=True, num_particles=num_particles, vectorize_particles=True,
         max_plate_nesting=1,
     )
-    terms = elbo.terms(vae.model, vae.guide, images)
+    terms = elbo.estimate_terms(vae.model, vae.guide, images)
     size = images.shape[0]
     return {DISTORTION: terms[DISTORTION] / size, RATE: terms[RATE] / size}
 

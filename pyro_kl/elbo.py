@@ -79,7 +79,7 @@ class WeightedELBO(Trace_ELBO):
         named have weight 1. A weight of 0 removes its term's sites from the
         loss (masked, so an infinite log-density cannot make a NaN); the term
         is still reported.
-    :param dict terms: site name -> term name; overrides the default rule and
+    :param dict site_terms: site name -> term name; overrides the default rule and
         ``infer={"kl_term": ...}`` tags, so a model need not be edited.
     :param bool analytic_kl: use closed-form KL divergences where registered.
     :param elbo_kwargs: any :class:`~pyro.infer.ELBO` option:
@@ -88,7 +88,7 @@ class WeightedELBO(Trace_ELBO):
 
     Example::
 
-        elbo = WeightedELBO(weights={"rate": 0.5}, terms={"y": "classification"})
+        elbo = WeightedELBO(weights={"rate": 0.5}, site_terms={"y": "classification"})
         svi = SVI(model, guide, Adam({"lr": 1e-3}), loss=elbo)
         for x, y in batches:
             svi.step(x, y)
@@ -105,13 +105,19 @@ class WeightedELBO(Trace_ELBO):
         self,
         *,
         weights: Optional[Mapping[str, Weight]] = None,
-        terms: Optional[Mapping[str, str]] = None,
+        site_terms: Optional[Mapping[str, str]] = None,
         analytic_kl: bool = False,
+        terms: Optional[Mapping[str, str]] = None,
         **elbo_kwargs: Any,
     ):
+        if terms is not None:
+            warnings.warn(
+                "WeightedELBO(terms=...) is renamed site_terms=...", FutureWarning, stacklevel=2
+            )
+            site_terms = terms if site_terms is None else site_terms
         super().__init__(**elbo_kwargs)
         self.weights = check_weights(weights)
-        self.site_terms = dict(terms or {})
+        self.site_terms = dict(site_terms or {})
         for site, term in self.site_terms.items():
             if not isinstance(term, str) or not term:
                 raise ValueError(f"terms['{site}'] = {term!r}; term names are non-empty strings.")
@@ -149,6 +155,13 @@ class WeightedELBO(Trace_ELBO):
             return super().differentiable_loss(model, guide, *args, **kwargs)
 
     def terms(self, model, guide, *args, **kwargs) -> Dict[str, float]:
+        """Deprecated spelling of :meth:`estimate_terms`."""
+        warnings.warn(
+            "WeightedELBO.terms() is renamed estimate_terms()", FutureWarning, stacklevel=2
+        )
+        return self.estimate_terms(model, guide, *args, **kwargs)
+
+    def estimate_terms(self, model, guide, *args, **kwargs) -> Dict[str, float]:
         """Estimates the unweighted terms without gradients or side effects.
 
         :returns: term name -> estimate in nats.
@@ -218,7 +231,7 @@ class WeightedELBO(Trace_ELBO):
                 raise ValueError(
                     f"weights name term(s) {sorted(unused)} that no site feeds; this "
                     f"model's terms are {sorted(used)}. Fix the term names, or send "
-                    "sites to them with terms={site: term} or infer={'kl_term': term}."
+                    "sites to them with site_terms={site: term} or infer={'kl_term': term}."
                 )
         return used
 

@@ -37,7 +37,7 @@ class BetaGammaELBO(WeightedELBO):
 
     From the essay's semi-supervised VAE: β weighs the distortion of the
     inputs, γ the classification of the labels (send the label site to
-    ``classification`` with ``terms={"y": "classification"}`` or a site tag).
+    ``classification`` with ``site_terms={"y": "classification"}`` or a site tag).
     Alone, β on the likelihood gives generalized variational Bayes and Bayes
     by Backprop with a tempered likelihood.
 
@@ -47,7 +47,7 @@ class BetaGammaELBO(WeightedELBO):
 
     Example::
 
-        elbo = BetaGammaELBO(beta=1.0, gamma=10.0, terms={"y": "classification"})
+        elbo = BetaGammaELBO(beta=1.0, gamma=10.0, site_terms={"y": "classification"})
     """
 
     def __init__(self, beta: Weight = 1.0, gamma: Weight = 1.0, **kwargs: Any):
@@ -69,7 +69,7 @@ class TherMLELBO(WeightedELBO):
 
     Example::
 
-        elbo = TherMLELBO(gamma=1.0, delta=0.1, sigma=1e-3, terms={"y": "classification"})
+        elbo = TherMLELBO(gamma=1.0, delta=0.1, sigma=1e-3, site_terms={"y": "classification"})
     """
 
     def __init__(

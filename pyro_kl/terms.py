@@ -17,15 +17,17 @@ latent, under no plate holding data     same                   ``complexity``
 
 A plate "holds data" when some observed model site lies inside it; Pyro's own
 particle plate never does. An explicit choice wins over the rule: a site tag
-``infer={"kl_term": name}`` or an ELBO's ``terms={site: name}`` map (the map
+``infer={"kl_term": name}`` or an ELBO's ``site_terms={site: name}`` map (the map
 wins over a tag).
 """
 
-from typing import Dict, Mapping, NamedTuple, Optional, Set, Tuple
+from typing import Dict, Iterable, Mapping, NamedTuple, Optional, Set, Tuple
 
 from pyro.poutine import Trace
 from pyro.poutine.messenger import Messenger
-from pyro.poutine.util import site_is_subsample
+from pyro.poutine.util import site_is_factor, site_is_subsample
+
+from ._pyro_compat import is_particle_plate, site_is_deterministic
 
 DISTORTION = "distortion"
 RATE = "rate"
@@ -35,11 +37,67 @@ FACTOR = "factor"
 JOINT = "joint"
 """Key of the guide's joint log-density when it cannot be split per site."""
 
-STANDARD_TERMS = (DISTORTION, RATE, CLASSIFICATION, COMPLEXITY)
-SYMBOLS = {DISTORTION: "D", RATE: "R", CLASSIFICATION: "C", COMPLEXITY: "S"}
-
-PARTICLE_PLATE = "num_particles_vectorized"
 TAG = "kl_term"
+"""The ``infer`` key with which a site chooses its term."""
+
+
+class Term(NamedTuple):
+    """One named term of the registry.
+
+    :ivar str name: the term's name, as in ``weights`` and ``last_terms``.
+    :ivar str symbol: the letter it is written with.
+    :ivar str color: the fill colour of the nodes feeding it in pictures.
+    :ivar str meaning: what it measures, in words.
+    """
+
+    name: str
+    symbol: str
+    color: str
+    meaning: str
+
+
+TERMS: Dict[str, Term] = {
+    term.name: term
+    for term in (
+        Term(DISTORTION, "D", "#9ecae1", "-log dream(data | latents): the data's code length"),
+        Term(CLASSIFICATION, "C", "#a1d99b", "-log dream(label | ...): classification error"),
+        Term(RATE, "R", "#fdae6b", "log real(z|x) - log dream(z) of local latents"),
+        Term(COMPLEXITY, "S", "#bcbddc", "log real(θ|D) - log dream(θ) of global latents"),
+        Term(FACTOR, "F", "#fbb4ae", "-log of pyro.factor sites"),
+        Term(JOINT, "J", "#e5d8bd", "a guide log-density standing for several sites"),
+    )
+}
+"""The term registry, in writing order (data terms first, then latent ones).
+Terms named by users are written after these, by their name."""
+
+STANDARD_TERMS = (DISTORTION, RATE, CLASSIFICATION, COMPLEXITY)
+"""The essay's four information terms; a weight may name them even when no site feeds them."""
+
+USER_TERM_COLORS = ("#ccebc5", "#ffffb3", "#fddaec", "#d9d9d9", "#b3e2cd", "#f1e2cc")
+"""Colours for terms named by users, in order of appearance."""
+
+
+def term_symbol(term: str) -> str:
+    """The letter a term is written with (a user's term: its name)."""
+    return TERMS[term].symbol if term in TERMS else term
+
+
+def term_colors(terms: Iterable[str]) -> Dict[str, str]:
+    """Term -> fill colour: the registry's, then :data:`USER_TERM_COLORS` in turn."""
+    colors, extra = {}, 0
+    for term in terms:
+        if term in TERMS:
+            colors[term] = TERMS[term].color
+        else:
+            colors[term] = USER_TERM_COLORS[extra % len(USER_TERM_COLORS)]
+            extra += 1
+    return colors
+
+
+def in_writing_order(terms: Iterable[str]) -> list:
+    """The terms, registry terms first in registry order, then the others as given."""
+    terms = list(dict.fromkeys(terms))
+    return [t for t in TERMS if t in terms] + [t for t in terms if t not in TERMS]
 
 
 class TermAssignment(NamedTuple):
@@ -85,8 +143,8 @@ class ModelTags(Messenger):
         super().__init__()
         self.tags: Dict[str, str] = {}
 
-    def _process_message(self, msg) -> None:
-        if msg["type"] == "sample" and msg["infer"].get(TAG) is not None:
+    def _pyro_sample(self, msg) -> None:
+        if msg["infer"].get(TAG) is not None:
             self.tags[msg["name"]] = msg["infer"][TAG]
 
     def restore(self, model_trace: Trace) -> None:
@@ -105,29 +163,37 @@ def _sample_sites(trace: Trace):
     )
 
 
-def _is_factor(site) -> bool:
-    return site["is_observed"] and site["infer"].get("is_auxiliary", False)
+def is_data_site(site) -> bool:
+    """Whether a model site holds data given by nature: observed, and neither a
+    ``pyro.factor``, a ``pyro.deterministic`` nor a subsample site. The term
+    rule and the renderer share this one rule."""
+    return (
+        site["type"] == "sample"
+        and site["is_observed"]
+        and not site_is_factor(site)
+        and not site_is_deterministic(site)
+        and not site_is_subsample(site)
+    )
 
 
 def _plates(site) -> Set[str]:
-    return {f.name for f in site["cond_indep_stack"] if f.name != PARTICLE_PLATE}
+    return {f.name for f in site["cond_indep_stack"] if not is_particle_plate(f.name)}
 
 
 def data_plates(model_trace: Trace) -> Set[str]:
-    """Names of the plates that hold at least one observed model site."""
+    """Names of the plates that hold at least one data site (:func:`is_data_site`)."""
     plates: Set[str] = set()
     for _, site in _sample_sites(model_trace):
-        if site["is_observed"] and not _is_factor(site):
-            if not site["infer"].get("_deterministic"):
-                plates |= _plates(site)
+        if is_data_site(site):
+            plates |= _plates(site)
     return plates
 
 
 def default_term(site, data_plate_names: Set[str]) -> Optional[str]:
     """The term a model site feeds by the default rule (``None``: no term)."""
-    if site["infer"].get("_deterministic"):
+    if site_is_deterministic(site):
         return None
-    if _is_factor(site):
+    if site_is_factor(site):
         return FACTOR
     if site["is_observed"]:
         return DISTORTION
@@ -139,7 +205,7 @@ def _explicit(name: str, site, terms: Mapping[str, str]) -> Optional[str]:
 
 
 def assign_terms(
-    model_trace: Trace, guide_trace: Trace, terms: Optional[Mapping[str, str]] = None
+    model_trace: Trace, guide_trace: Trace, site_terms: Optional[Mapping[str, str]] = None
 ) -> TermAssignment:
     """Send every sample site of a model trace and its guide trace to a term.
 
@@ -152,7 +218,7 @@ def assign_terms(
     :param ~pyro.poutine.Trace model_trace: a trace of the model (dream world).
     :param ~pyro.poutine.Trace guide_trace: the guide trace it was replayed on
         (the real world's latent part).
-    :param dict terms: optional map from site names to term names; it wins
+    :param dict site_terms: optional map from site names to term names; it wins
         over ``infer={"kl_term": ...}`` tags, which win over the default rule.
     :raises ValueError: if ``terms`` names a site neither trace has, if the
         model and the guide tag a latent site with different terms, or if a
@@ -164,13 +230,13 @@ def assign_terms(
         model_trace = poutine.trace(poutine.replay(model, guide_trace)).get_trace(x)
         assign_terms(model_trace, guide_trace).model  # {'z': 'rate', 'x': 'distortion'}
     """
-    terms = {} if terms is None else terms
+    terms = {} if site_terms is None else site_terms
     model_sites = dict(_sample_sites(model_trace))
     guide_sites = dict(_sample_sites(guide_trace))
     unknown = [name for name in terms if name not in model_sites and name not in guide_sites]
     if unknown:
         raise ValueError(
-            f"terms= names site(s) {unknown} that neither the model nor the guide "
+            f"site_terms= names site(s) {unknown} that neither the model nor the guide "
             f"samples. Model sites: {sorted(model_sites)}; guide sites: "
             f"{sorted(guide_sites)}. Fix the names in the terms map."
         )
@@ -194,7 +260,7 @@ def assign_terms(
                         f"Model and guide disagree on the term of site '{name}': the "
                         f"model tags it '{term}', the guide '{guide_tag}'. Use the "
                         f"same infer={{'{TAG}': ...}} in both, or choose with "
-                        f"terms={{'{name}': ...}} on the ELBO."
+                        f"site_terms={{'{name}': ...}} on the ELBO."
                     )
                 term = guide_tag
         if term is None:
@@ -224,7 +290,7 @@ def assign_terms(
                     pending_for.append(name)
             continue
         term = _explicit(name, site, terms)
-        if term is None and _is_factor(site):
+        if term is None and site_is_factor(site):
             term = FACTOR
         if term is not None:
             guide[name] = term
@@ -245,8 +311,8 @@ def structure_key(trace: Trace) -> tuple:
             name,
             site["is_observed"],
             site["infer"].get(TAG),
-            site["infer"].get("is_auxiliary", False),
-            site["infer"].get("_deterministic", False),
+            site_is_factor(site),
+            site_is_deterministic(site),
             tuple(frame.name for frame in site["cond_indep_stack"]),
         )
         for name, site in _sample_sites(trace)

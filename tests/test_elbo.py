@@ -61,7 +61,7 @@ def test_unit_weights_analytic_reproduce_trace_mean_field(preset, model_name, op
 WEIGHTED_PRESETS = [
     lambda **kw: WeightedELBO(weights={"rate": 0.3, "complexity": 2.0, "factor": 0.5}, **kw),
     lambda **kw: RateDistortionELBO(beta=0.37, **kw),
-    lambda **kw: BetaGammaELBO(beta=1.7, gamma=0.2, terms={"x": "classification"}, **kw),
+    lambda **kw: BetaGammaELBO(beta=1.7, gamma=0.2, site_terms={"x": "classification"}, **kw),
     lambda **kw: TherMLELBO(gamma=2.0, delta=0.1, sigma=3.0, **kw),
     lambda **kw: WeightedELBO(weights={"distortion": 0.0, "rate": 4.0}, **kw),
 ]
@@ -79,13 +79,13 @@ def test_terms_sum_to_loss(make_elbo, model_name, analytic_kl):
     assert loss == pytest.approx(weighted, rel=1e-6, abs=1e-6)
     # all three entry points agree for the same sample
     model, guide, args = MODELS[model_name]()
-    elbo.terms(model, guide, *args)  # autoguides initialise (and draw) on first use
+    elbo.estimate_terms(model, guide, *args)  # autoguides initialise (and draw) on first use
     for method in (elbo.loss, elbo.differentiable_loss, elbo.loss_and_grads):
         pyro.set_rng_seed(5)
         value = float(torch.as_tensor(method(model, guide, *args)).detach())
         terms = dict(elbo.last_terms)
         pyro.set_rng_seed(5)
-        assert elbo.terms(model, guide, *args) == pytest.approx(terms)
+        assert elbo.estimate_terms(model, guide, *args) == pytest.approx(terms)
         assert value == pytest.approx(sum(elbo.last_weights[t] * v for t, v in terms.items()))
 
 

@@ -35,7 +35,7 @@ def test_schedule_returning_a_negative_weight_names_the_step():
 
 def test_terms_map_naming_a_missing_site_lists_the_sites():
     model, guide, args = MODELS["global_local"]()
-    elbo = WeightedELBO(terms={"y": "classification"})
+    elbo = WeightedELBO(site_terms={"y": "classification"})
     with pytest.raises(ValueError, match=r"\['y'\].*Model sites: \['mu', 'x', 'z'\]"):
         elbo.loss(model, guide, *args)
 
@@ -53,10 +53,10 @@ def test_model_and_guide_disagreeing_on_a_term():
     def guide():
         pyro.sample("z", dist.Normal(0.0, 2.0), infer={"kl_term": "complexity"})
 
-    with pytest.raises(ValueError, match="disagree on the term of site 'z'.*terms="):
+    with pytest.raises(ValueError, match="disagree on the term of site 'z'.*site_terms="):
         WeightedELBO().loss(model, guide)
     # the ELBO's map settles it
-    assert WeightedELBO(terms={"z": "rate"}).terms(model, guide).keys() == {"rate"}
+    assert WeightedELBO(site_terms={"z": "rate"}).estimate_terms(model, guide).keys() == {"rate"}
 
 
 def test_latent_site_missing_from_the_guide():
@@ -92,7 +92,7 @@ def test_zero_weight_masks_an_infinite_term_without_nan():
     def guide():
         pyro.sample("z", dist.Normal(pyro.param("q", torch.tensor(0.5)), 1.0))
 
-    elbo = BetaGammaELBO(gamma=0.0, terms={"y": "classification"})
+    elbo = BetaGammaELBO(gamma=0.0, site_terms={"y": "classification"})
     loss = elbo.loss_and_grads(model, guide)
     assert math.isfinite(loss)
     assert elbo.last_terms["classification"] == math.inf

@@ -43,7 +43,7 @@ def test_weights_follow_the_schedule_step_by_step():
         )
     assert elbo.step == 5
     svi.evaluate_loss(*args)  # evaluation does not advance the schedule
-    elbo.terms(model, guide, *args)
+    elbo.estimate_terms(model, guide, *args)
     assert elbo.step == 5
 
 

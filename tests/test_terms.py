@@ -72,7 +72,7 @@ def test_explicit_choices_win_model_tag_on_a_latent_survives_replay():
     assignment = assign_terms(*traces(model, guide, X))
     assert assignment.model == {"z": "nuisance", "y": "classification"}
     assert assignment.guide == {"z": "nuisance"}
-    assignment = assign_terms(*traces(model, guide, X), terms={"z": "rate", "y": "distortion"})
+    assignment = assign_terms(*traces(model, guide, X), site_terms={"z": "rate", "y": "distortion"})
     assert assignment.model == {"z": "rate", "y": "distortion"}
     elbo = WeightedELBO(weights={"nuisance": 0.0})
     elbo.loss(model, guide, X)

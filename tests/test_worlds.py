@@ -19,7 +19,8 @@ from pyro_kl import (
 )
 from pyro_kl.worlds import graph as worlds_graph
 from pyro_kl.worlds import worlds_spec
-from pyro_kl.worlds.spec import EXTRA_COLORS, TERM_COLORS, WORLD_LABELS
+from pyro_kl.terms import TERMS, USER_TERM_COLORS
+from pyro_kl.worlds.spec import WORLD_LABELS
 
 needs_dot = pytest.mark.skipif(shutil.which("dot") is None, reason="graphviz `dot` not installed")
 
@@ -172,8 +173,8 @@ def test_vae_spec():
     assert real["x"]["shaded"] and real["x"]["kind"] == "data"
     assert not real["z"]["shaded"] and not dream["x"]["shaded"]
     assert real["x"]["term"] == "distortion" and real["z"]["term"] == "rate"
-    assert real["x"]["color"] == TERM_COLORS["distortion"]
-    assert real["z"]["color"] == TERM_COLORS["rate"]
+    assert real["x"]["color"] == TERMS["distortion"].color
+    assert real["z"]["color"] == TERMS["rate"].color
     assert_same_colour_both_worlds(spec)
     # Figure 5 of the essay: the encoder x -> z, the generative story z -> x
     assert edges(spec, "real") == {("x", "z")}
@@ -209,12 +210,12 @@ def test_vib_spec_guide_input_is_data():
 
 def test_semi_supervised_spec():
     model, guide, args = semi_supervised()
-    elbo = BetaGammaELBO(beta=2.0, gamma=10.0, terms={"y_l": "classification"})
+    elbo = BetaGammaELBO(beta=2.0, gamma=10.0, site_terms={"y_l": "classification"})
     spec = worlds_spec(model, guide, args, elbo=elbo)
     real, dream = nodes(spec, "real"), nodes(spec, "dream")
     assert {n for n, v in real.items() if v["shaded"]} == {"x_l", "y_l", "x_u"}
     assert real["y_l"]["term"] == "classification"
-    assert real["y_l"]["color"] == TERM_COLORS["classification"]
+    assert real["y_l"]["color"] == TERMS["classification"].color
     assert real["y_u"]["term"] == "rate" and not real["y_u"]["shaded"]
     assert dream["x_u"]["term"] == dream["x_l"]["term"] == "distortion"
     assert edges(spec, "real") == {
@@ -232,7 +233,7 @@ def test_bnn_spec_global_latent_is_complexity():
     spec = worlds_spec(model, guide, args, elbo=RateDistortionELBO(beta=0.1))
     real, dream = nodes(spec, "real"), nodes(spec, "dream")
     assert real["theta"]["term"] == dream["theta"]["term"] == "complexity"
-    assert real["theta"]["color"] == TERM_COLORS["complexity"]
+    assert real["theta"]["color"] == TERMS["complexity"].color
     assert real["theta"]["plates"] == [] and dream["y"]["plates"] == ["data"]
     # the guide draws theta without reading any data: no edge into it
     assert edges(spec, "real") == set()
@@ -268,7 +269,7 @@ def test_model_tag_on_latent_gets_its_own_colour():
 
     spec = worlds_spec(model, guide, (torch.randn(3),), elbo=WeightedELBO(weights={"nuisance": 3}))
     assert nodes(spec, "real")["z"]["term"] == nodes(spec, "dream")["z"]["term"] == "nuisance"
-    assert nodes(spec, "real")["z"]["color"] == EXTRA_COLORS[0]
+    assert nodes(spec, "real")["z"]["color"] == USER_TERM_COLORS[0]
     assert spec["objective"]["equation"] == "I[P;Q] = D + 3·nuisance + const"
     assert r"3\,\mathrm{nuisance}" in spec["objective"]["latex"]
 
@@ -332,7 +333,7 @@ def test_derive_objective_defaults_to_unit_weights():
 
 def test_derive_objective_evaluates_schedules_at_the_elbo_step():
     model, guide, args = global_local()
-    elbo = WeightedELBO(weights={"rate": LinearWarmup(1.0, steps=10)}, terms={"mu": "rate"})
+    elbo = WeightedELBO(weights={"rate": LinearWarmup(1.0, steps=10)}, site_terms={"mu": "rate"})
     elbo.step = 5
     objective = derive_objective(model, guide, args, elbo=elbo)
     assert objective.terms == {"distortion": ("x",), "rate": ("mu", "z")}
@@ -414,7 +415,7 @@ def test_autoguide_joint_site_feeds_the_joint_term():
     spec = worlds_spec(model, guide, args)
     latent = "_AutoMultivariateNormal_latent"
     real = nodes(spec, "real")
-    assert real[latent]["term"] == "joint" and real[latent]["color"] == TERM_COLORS["joint"]
+    assert real[latent]["term"] == "joint" and real[latent]["color"] == TERMS["joint"].color
     assert edges(spec, "real") == {(latent, "mu"), (latent, "z")}
     assert edges(spec, "dream") == {("mu", "z"), ("z", "x")}
     objective = derive_objective(model, guide, args, elbo=RateDistortionELBO(beta=0.5))

@@ -20,7 +20,7 @@ class Recipe(nn.Module):
     - :meth:`model` is the **dream world Q (model)**: the story we wish were
       true;
     - :meth:`make_elbo` returns the pyro_kl ELBO whose terms are the essay's
-      objective for this drawing, and :attr:`terms` names those terms;
+      objective for this drawing, and :attr:`objective_terms` names those terms;
     - :meth:`make_data` generates a small seeded data set, returned as the
       positional arguments of both :meth:`model` and :meth:`guide`.
 
@@ -43,7 +43,7 @@ class Recipe(nn.Module):
     """A human title, as in the essay's section heading."""
     objective: ClassVar[str] = ""
     """The essay's objective for this drawing, in plain text."""
-    terms: ClassVar[Tuple[str, ...]] = ()
+    objective_terms: ClassVar[Tuple[str, ...]] = ()
     """The term names the objective is made of (see :mod:`pyro_kl.terms`)."""
 
     def _param_name(self, name: str) -> str:

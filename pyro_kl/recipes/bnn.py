@@ -45,7 +45,7 @@ class BayesianNeuralNetwork(Recipe):
     name = "bayesian_neural_network"
     title = "Bayesian neural network"
     objective = "I[P;Q] = <-β log q(y|x,θ) + log e(θ|D) / q(θ)>_real = β·D + S"
-    terms = (DISTORTION, COMPLEXITY)
+    objective_terms = (DISTORTION, COMPLEXITY)
 
     def __init__(self, *, dim: int = 1, hidden_dim: int = 16):
         super().__init__()

@@ -38,7 +38,7 @@ class DensityEstimation(Recipe):
     name = "density_estimation"
     title = "Density estimation"
     objective = "I[P;Q] = <log p(x) / q_θ(x)>_real = -H[X] + D"
-    terms = ("distortion",)
+    objective_terms = ("distortion",)
 
     def __init__(self, *, dim: int = 2):
         super().__init__()

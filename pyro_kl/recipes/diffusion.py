@@ -47,7 +47,7 @@ class VariationalDiffusion(Recipe):
     objective = (
         "I[P;Q] = <log p(x) Π p(z_t|z_t-1) / (q(zT) Π q(z_t-1|z_t) q(x|z1))>_real = -H + D + R"
     )
-    terms = (DISTORTION, RATE)
+    objective_terms = (DISTORTION, RATE)
 
     def __init__(
         self, *, dim: int = 2, num_steps: int = 3, noise: float = 0.3, hidden_dim: int = 32

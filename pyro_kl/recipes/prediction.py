@@ -64,7 +64,7 @@ class VariationalPrediction(Recipe):
     objective = (
         "I[P;Q] = <log e(y*|x*) e(θ|D,y*) / (q(θ) q(D|θ) q(y*|x*,θ))>_real = D + R + S + const"
     )
-    terms = (DISTORTION, RATE, COMPLEXITY)
+    objective_terms = (DISTORTION, RATE, COMPLEXITY)
 
     def __init__(
         self,
@@ -153,5 +153,5 @@ class VariationalPrediction(Recipe):
 
     def make_elbo(self, **kwargs: Any) -> WeightedELBO:
         """:class:`~pyro_kl.WeightedELBO` with ``y_query`` sent to ``rate``."""
-        kwargs.setdefault("terms", {"y_query": RATE})
+        kwargs.setdefault("site_terms", {"y_query": RATE})
         return WeightedELBO(**kwargs)

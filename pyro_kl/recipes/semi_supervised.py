@@ -47,7 +47,7 @@ class SemiSupervisedVAE(Recipe):
     name = "semi_supervised_vae"
     title = "Semi-supervised VAE"
     objective = "I[P;Q] = <-β log q(x|z) - γ log q(y|z) + log e(z|x)/q(z)>_real = β·D + γ·C + R"
-    terms = (DISTORTION, CLASSIFICATION, RATE)
+    objective_terms = (DISTORTION, CLASSIFICATION, RATE)
 
     def __init__(
         self,
@@ -108,5 +108,5 @@ class SemiSupervisedVAE(Recipe):
 
     def make_elbo(self, beta: Weight = 1.0, gamma: Weight = 1.0, **kwargs: Any) -> BetaGammaELBO:
         """:class:`~pyro_kl.BetaGammaELBO` with ``y`` sent to ``classification``."""
-        kwargs.setdefault("terms", {"y": CLASSIFICATION})
+        kwargs.setdefault("site_terms", {"y": CLASSIFICATION})
         return BetaGammaELBO(beta=beta, gamma=gamma, **kwargs)

@@ -43,7 +43,7 @@ class SupervisedLearning(LabelledBlobsRecipe):
     name = "supervised_learning"
     title = "Supervised learning"
     objective = "I[P;Q] = <log p(y|x) / q_θ(y|x)>_real = -H[Y|X] + C"
-    terms = (CLASSIFICATION,)
+    objective_terms = (CLASSIFICATION,)
 
     def __init__(self, *, dim: int = 4, num_classes: int = 3, hidden_dim: int = 16):
         super().__init__()
@@ -64,5 +64,5 @@ class SupervisedLearning(LabelledBlobsRecipe):
 
     def make_elbo(self, **kwargs: Any) -> WeightedELBO:
         """:class:`~pyro_kl.WeightedELBO` with ``y`` sent to ``classification``."""
-        kwargs.setdefault("terms", {"y": CLASSIFICATION})
+        kwargs.setdefault("site_terms", {"y": CLASSIFICATION})
         return WeightedELBO(**kwargs)

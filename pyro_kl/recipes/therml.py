@@ -50,7 +50,7 @@ class TherML(LabelledBlobsRecipe):
         "I[P;Q] = <γ(-log q(y|z)) + δ(-log q(x|z)) + σ log e(θ|D)/q(θ) + log e(z|x,θ)/q(z)>_real"
         " = γ·C + δ·D + σ·S + R"
     )
-    terms = (CLASSIFICATION, DISTORTION, COMPLEXITY, RATE)
+    objective_terms = (CLASSIFICATION, DISTORTION, COMPLEXITY, RATE)
 
     def __init__(
         self, *, dim: int = 4, num_classes: int = 3, latent_dim: int = 2, hidden_dim: int = 16
@@ -89,5 +89,5 @@ class TherML(LabelledBlobsRecipe):
         self, gamma: Weight = 1.0, delta: Weight = 1.0, sigma: Weight = 1.0, **kwargs: Any
     ) -> TherMLELBO:
         """:class:`~pyro_kl.TherMLELBO` with ``y`` sent to ``classification``."""
-        kwargs.setdefault("terms", {"y": CLASSIFICATION})
+        kwargs.setdefault("site_terms", {"y": CLASSIFICATION})
         return TherMLELBO(gamma=gamma, delta=delta, sigma=sigma, **kwargs)

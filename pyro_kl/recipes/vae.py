@@ -42,7 +42,7 @@ class VAE(Recipe):
     name = "vae"
     title = "Variational autoencoder"
     objective = "I[P;Q] = <log p(x) e(z|x) / (q(z) q(x|z))>_real = -H + D + β·R"
-    terms = (DISTORTION, RATE)
+    objective_terms = (DISTORTION, RATE)
 
     def __init__(self, *, dim: int = 8, latent_dim: int = 2, hidden_dim: int = 32):
         super().__init__()

@@ -44,7 +44,7 @@ class VIB(LabelledBlobsRecipe):
     name = "vib"
     title = "Variational information bottleneck"
     objective = "I[P;Q] = <log p(y|x) e(z|x) / (q(y|z) q(z))>_real = -H[Y|X] + D + β·R"
-    terms = (DISTORTION, RATE)
+    objective_terms = (DISTORTION, RATE)
 
     def __init__(
         self, *, dim: int = 4, num_classes: int = 3, latent_dim: int = 2, hidden_dim: int = 16

@@ -14,23 +14,14 @@ from pyro.infer import ELBO
 from pyro.poutine import Trace
 
 from ..terms import (
-    CLASSIFICATION,
-    COMPLEXITY,
-    DISTORTION,
-    FACTOR,
     JOINT,
-    RATE,
-    SYMBOLS,
     ModelTags,
     TermAssignment,
     assign_terms,
+    in_writing_order,
+    term_symbol,
 )
 from ..weighting import joint_weight, weights_at
-
-TERM_ORDER = (DISTORTION, CLASSIFICATION, RATE, COMPLEXITY, FACTOR, JOINT)
-"""The order in which terms are written: data terms first, then latent ones."""
-
-_SYMBOLS = {**SYMBOLS, FACTOR: "F", JOINT: "J"}
 
 
 class Objective(NamedTuple):
@@ -40,7 +31,7 @@ class Objective(NamedTuple):
     ``const`` is the entropy of the data, which no parameter changes.
 
     :ivar dict terms: term name -> the names of the sites feeding it (model
-        sites first, in trace order), in writing order (see :data:`TERM_ORDER`).
+        sites first, in trace order), in writing order (see :data:`~pyro_kl.terms.TERMS`).
     :ivar dict weights: term name -> its weight (a float; schedules evaluated
         at the ELBO's step; ``None`` for the ``joint`` term of a guide whose
         joint density spans terms of different weights).
@@ -138,9 +129,7 @@ def _term_weights(
 
 
 def _ordered(sites_by_term: Mapping[str, Tuple[str, ...]]) -> Dict[str, Tuple[str, ...]]:
-    known = [term for term in TERM_ORDER if term in sites_by_term]
-    others = [term for term in sites_by_term if term not in TERM_ORDER]
-    return {term: sites_by_term[term] for term in known + others}
+    return {term: sites_by_term[term] for term in in_writing_order(sites_by_term)}
 
 
 def _number(weight: Optional[float]) -> str:
@@ -186,7 +175,7 @@ def objective_from(
     """
     terms = _ordered(assignment.sites_by_term())
     weights = _term_weights(elbo, terms, assignment)
-    symbols = {term: _SYMBOLS.get(term, term) for term in terms}
+    symbols = {term: term_symbol(term) for term in terms}
     groups = _grouped(terms, weights)
     body = _sum(groups, symbols.__getitem__, times="·", group=lambda s: f"({s})")
     equation = f"I[P;Q] = {body} + const"
@@ -247,7 +236,6 @@ def derive_objective(
 
 __all__ = [
     "Objective",
-    "TERM_ORDER",
     "TracedPair",
     "derive_objective",
     "objective_from",

@@ -19,28 +19,15 @@ from typing import Callable, Dict, List, Mapping, Optional
 import pyro
 import pyro.distributions as dist
 import torch
-from pyro.infer.inspect import generate_graph_specification, get_model_relations
 
-from ..terms import CLASSIFICATION, COMPLEXITY, DISTORTION, FACTOR, JOINT, RATE
-from .objective import Objective, TracedPair, objective_from, trace_pair
+from .._pyro_compat import generate_graph_specification, get_model_relations, plate_label
+from ..terms import is_data_site, term_colors
+from .objective import TracedPair, objective_from, trace_pair
 
 REAL = "real"
 DREAM = "dream"
 WORLD_LABELS = {REAL: "Real world P (data + guide)", DREAM: "Dream world Q (model)"}
 """How each world is named in every picture: in words, never by a letter alone."""
-
-TERM_COLORS = {
-    DISTORTION: "#9ecae1",
-    CLASSIFICATION: "#a1d99b",
-    RATE: "#fdae6b",
-    COMPLEXITY: "#bcbddc",
-    FACTOR: "#fbb4ae",
-    JOINT: "#e5d8bd",
-}
-"""Fill colour of the nodes feeding each standard term (the same in both worlds)."""
-
-EXTRA_COLORS = ("#ccebc5", "#ffffb3", "#fddaec", "#d9d9d9", "#b3e2cd", "#f1e2cc")
-"""Colours for terms named by the user, in order of appearance."""
 
 NO_TERM_COLOR = "white"
 """Fill colour of nodes that feed no term (guide inputs that the model does not
@@ -85,10 +72,7 @@ def _data_inputs(pair: TracedPair, guide, args: tuple, kwargs: dict) -> Dict[obj
     observed = [
         (name, site["value"])
         for name, site in pair.model_trace.nodes.items()
-        if site["type"] == "sample"
-        and site["is_observed"]
-        and not site["infer"].get("is_auxiliary", False)
-        and not site["infer"].get("_deterministic", False)
+        if is_data_site(site)
     ]
     arg_names = _input_names(guide, args, kwargs)
     slots = [(i, a) for i, a in enumerate(args)] + list(kwargs.items())
@@ -139,7 +123,8 @@ def _real_relations(pair: TracedPair, guide, args, kwargs, model_relations) -> d
     # data: what the guide reads, then the model's other observed sites
     data: List[str] = []
     for name in list(inputs.values()) + list(model_relations["observed"]):
-        if name not in data and not _is_factor(pair, name):
+        site = pair.model_trace.nodes.get(name)
+        if name not in data and (site is None or is_data_site(site)):
             data.append(name)
     plate_sample: Dict[str, List[str]] = {
         plate: [n for n in names if n not in data_sites]
@@ -168,11 +153,6 @@ def _real_relations(pair: TracedPair, guide, args, kwargs, model_relations) -> d
         "plate_sample": {plate: names for plate, names in plate_sample.items() if names},
         "observed": data,
     }
-
-
-def _is_factor(pair: TracedPair, name: str) -> bool:
-    site = pair.model_trace.nodes.get(name)
-    return site is not None and site["infer"].get("is_auxiliary", False)
 
 
 def _plates_of(plate_sample: Mapping[str, List[str]]) -> Dict[str, List[str]]:
@@ -273,20 +253,12 @@ def _world(
     plates = {
         plate: {
             "id": f"cluster_{world}_{plate}",
-            "label": plate.split("__CLONE")[0],
+            "label": plate_label(plate),
             "parent": data["parent"],
         }
         for plate, data in plate_data.items()
     }
     return {"label": WORLD_LABELS[world], "nodes": nodes, "edges": edges, "plates": plates}
-
-
-def _term_colors(objective: Objective) -> Dict[str, str]:
-    colors = {}
-    extra = iter(EXTRA_COLORS * (1 + len(objective.terms) // len(EXTRA_COLORS)))
-    for term in objective.terms:
-        colors[term] = TERM_COLORS.get(term) or next(extra)
-    return colors
 
 
 def worlds_spec(
@@ -338,7 +310,7 @@ def worlds_spec(
         model_kwargs = {}
     pair = trace_pair(model, guide, model_args, model_kwargs, elbo=elbo)
     objective = objective_from(pair.assignment, elbo)
-    colors = _term_colors(objective)
+    colors = term_colors(objective.terms)
 
     model_rel = get_model_relations(model, model_args, model_kwargs, include_deterministic=True)
     real_rel = _real_relations(pair, guide, model_args, model_kwargs, model_rel)
