@@ -2,7 +2,7 @@
 
 from .distributed import all_reduce_terms
 from .elbo import WeightedELBO
-from .objectives import BetaGammaELBO, RateDistortionELBO, TherMLELBO
+from .presets import BetaGammaELBO, RateDistortionELBO, TherMLELBO
 from .schedules import CyclicalAnnealing, LinearWarmup
 from .terms import CLASSIFICATION, COMPLEXITY, DISTORTION, FACTOR, JOINT, RATE, assign_terms
 from .worlds import Objective, derive_objective, render_worlds

@@ -29,7 +29,7 @@ from pyro.infer import SVI, RenyiELBO
 from pyro.optim import ClippedAdam
 from torch import nn
 
-from .objectives import RateDistortionELBO
+from .presets import RateDistortionELBO
 from .terms import DISTORTION, RATE
 
 GREY_LEVELS = 16

@@ -8,7 +8,7 @@ import pyro.distributions as dist
 import torch
 from torch.distributions import constraints
 
-from ..objectives import BetaGammaELBO
+from ..presets import BetaGammaELBO
 from ..terms import COMPLEXITY, DISTORTION
 from ..weighting import Weight
 from .base import Recipe, check_num_data, seeded_generator

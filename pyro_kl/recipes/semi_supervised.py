@@ -6,7 +6,7 @@ import pyro
 import pyro.distributions as dist
 import torch
 
-from ..objectives import BetaGammaELBO
+from ..presets import BetaGammaELBO
 from ..terms import CLASSIFICATION, DISTORTION, RATE
 from ..weighting import Weight
 from .base import Recipe, check_num_data, seeded_generator

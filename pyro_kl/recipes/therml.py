@@ -7,7 +7,7 @@ import pyro.distributions as dist
 import torch
 from torch.distributions import constraints
 
-from ..objectives import TherMLELBO
+from ..presets import TherMLELBO
 from ..terms import CLASSIFICATION, COMPLEXITY, DISTORTION, RATE
 from ..weighting import Weight
 from .data import LabelledBlobsRecipe

@@ -6,7 +6,7 @@ import pyro
 import pyro.distributions as dist
 import torch
 
-from ..objectives import RateDistortionELBO
+from ..presets import RateDistortionELBO
 from ..terms import DISTORTION, RATE
 from ..weighting import Weight
 from .data import LabelledBlobsRecipe

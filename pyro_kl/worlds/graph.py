@@ -132,27 +132,40 @@ def spec_to_digraph(spec: dict, *, render_distributions: bool = False):
     return graph
 
 
+DOT_SOURCE_FORMATS = ("gv", "dot")
+"""Suffixes written as the DOT text itself, which needs no ``dot`` program."""
+
+
 def write(graph, filename: str) -> str:
     """Write ``graph`` to ``filename`` in the format its suffix names.
 
+    ``.gv`` and ``.dot`` get the DOT source as text, with or without
+    graphviz's ``dot`` program; every other format graphviz writes (``.svg``,
+    ``.png``, ``.pdf``, ...) is laid out by ``dot``.
+
     :returns: the path written.
     :raises ValueError: if the suffix is missing or not a graphviz format.
-    :raises RuntimeError: if graphviz's ``dot`` program is not installed.
+    :raises RuntimeError: if the format needs ``dot`` and it is not installed.
     """
     import graphviz
 
     filename = os.fspath(filename)
     stem, suffix = os.path.splitext(filename)
     fmt = suffix[1:].lower()
+    if fmt in DOT_SOURCE_FORMATS:
+        with open(filename, "w", encoding="utf-8") as dot_file:
+            dot_file.write(graph.source)
+        return filename
     if fmt not in graphviz.FORMATS:
         raise ValueError(
             f"Cannot tell the format of {filename!r} from its suffix {suffix!r}; end the "
-            f"file name with one graphviz writes, e.g. .svg, .png, .pdf or .dot."
+            f"file name with one graphviz writes, e.g. .svg, .png, .pdf, or .gv for the "
+            "DOT source."
         )
     if shutil.which("dot") is None:
         raise RuntimeError(
             f"Writing {filename!r} needs graphviz's `dot` program, which is not on PATH. "
             "Install it (apt install graphviz, brew install graphviz or conda install "
-            "graphviz), or use the returned Digraph's .source without writing a file."
+            "graphviz), or write the DOT source with a .gv suffix, which needs no `dot`."
         )
     return graph.render(outfile=filename, format=fmt, cleanup=True)
