@@ -1,5 +1,6 @@
 """pyro_kl: Pyro objectives as KL(real world || dream world), split into named terms."""
 
+from .controllers import GECO, PIControl, Target
 from .distributed import all_reduce_terms
 from .elbo import WeightedELBO
 from .presets import BetaGammaELBO, RateDistortionELBO, TherMLELBO
@@ -16,11 +17,14 @@ __all__ = [
     "CyclicalAnnealing",
     "DISTORTION",
     "FACTOR",
+    "GECO",
     "JOINT",
     "LinearWarmup",
     "Objective",
+    "PIControl",
     "RATE",
     "RateDistortionELBO",
+    "Target",
     "TherMLELBO",
     "WeightedELBO",
     "all_reduce_terms",
