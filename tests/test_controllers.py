@@ -15,6 +15,7 @@ import pytest
 import torch
 import torch.distributed as torch_dist
 from pyro.infer import SVI
+from pyro.nn import PyroModule, PyroParam
 from pyro.optim import Adam
 
 from pyro_kl import GECO, LinearWarmup, PIControl, RateDistortionELBO, Target, WeightedELBO
@@ -259,22 +260,26 @@ def _ddp_worker(rank, store_path, out_dir):
         x = torch.randn(DDP_N, generator=torch.Generator().manual_seed(3))
         idx = torch.arange(rank * DDP_N // 2, (rank + 1) * DDP_N // 2)
 
-        def local_model(x):
-            with pyro.plate("data", size=DDP_N, subsample=idx):
-                z = pyro.sample("z", pyro.distributions.Normal(0.0, 1.0))
-                pyro.sample("x", pyro.distributions.Normal(z, SX), obs=x)
+        class Model(PyroModule):
+            def forward(self, x):
+                with pyro.plate("data", size=DDP_N, subsample=idx):
+                    z = pyro.sample("z", pyro.distributions.Normal(0.0, 1.0))
+                    pyro.sample("x", pyro.distributions.Normal(z, SX), obs=x)
 
-        def local_guide(x):
-            a = pyro.param("a", torch.tensor(0.1))
-            with pyro.plate("data", size=DDP_N, subsample=idx):
-                pyro.sample("z", pyro.distributions.Normal(a * x, 0.5))
+        class Guide(PyroModule):
+            def __init__(self):
+                super().__init__()
+                self.a = PyroParam(torch.tensor(0.1))
+
+            def forward(self, x):
+                with pyro.plate("data", size=DDP_N, subsample=idx):
+                    pyro.sample("z", pyro.distributions.Normal(self.a * x, 0.5))
 
         geco = GECO(0.5, step_size=0.2, smoothing=0.5)
         pi = PIControl(0.2, kp=0.3, ki=0.1)
         elbo = WeightedELBO(weights={"distortion": geco, "rate": pi})
         with pyro.settings.context(module_local_params=True):
-            module = elbo(local_model, local_guide)
-            module(x[idx])  # creates the parameter
+            module = elbo(Model(), Guide())
             ddp = DistributedDataParallel(module)
             optim = torch.optim.SGD(module.parameters(), lr=0.01)
             records = []
