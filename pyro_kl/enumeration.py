@@ -41,7 +41,7 @@ from pyro.poutine.trace_struct import Trace
 from pyro.util import check_traceenum_requirements
 
 from .estimators import TermEstimates
-from ._pyro_compat import is_particle_plate
+from ._pyro_compat import guess_max_plate_nesting, is_particle_plate, vectorized_num_particles
 from .terms import MARGINAL_TERM_JOIN, ModelTags, TermAssignment
 
 _MAX_CACHED_PAIRS = 64
@@ -152,9 +152,9 @@ def traces(elbo, plain_traces: Callable, model, guide, args, kwargs) -> Iterator
 def _enumerating_traces(elbo, model, guide, args, kwargs, key) -> Iterator:
     if elbo.vectorize_particles:
         if elbo.max_plate_nesting == float("inf"):
-            elbo._guess_max_plate_nesting(model, guide, args, kwargs)
-        model = elbo._vectorized_num_particles(model)
-        guide = elbo._vectorized_num_particles(guide)
+            guess_max_plate_nesting(elbo, model, guide, args, kwargs)
+        model = vectorized_num_particles(elbo, model)
+        guide = vectorized_num_particles(elbo, guide)
     for attempt in range(2):
         nesting = elbo.max_plate_nesting
         wrapped_model = _PlateNestingGuard(nesting)(model)
@@ -177,7 +177,7 @@ def _enumerating_traces(elbo, model, guide, args, kwargs, key) -> Iterator:
         except _NeedsPlateNesting:
             if attempt:
                 raise
-            elbo._guess_max_plate_nesting(model, guide, args, kwargs)
+            guess_max_plate_nesting(elbo, model, guide, args, kwargs)
 
 
 def _remember(elbo, key, enumerated: bool) -> None:
