@@ -41,6 +41,7 @@ from pyro.poutine.trace_struct import Trace
 from pyro.util import check_traceenum_requirements
 
 from .estimators import TermEstimates
+from ._pyro_compat import guess_max_plate_nesting, is_particle_plate, vectorized_num_particles
 from .terms import MARGINAL_TERM_JOIN, ModelTags, TermAssignment
 
 _MAX_CACHED_PAIRS = 64
@@ -55,12 +56,29 @@ class _NeedsPlateNesting(Exception):
 
 
 class _PlateNestingGuard(Messenger):
-    """Stops the pass at the first parallel-enumerated site when the ELBO does
-    not know ``max_plate_nesting`` yet, before any dimension is allocated."""
+    """Checks ``max_plate_nesting`` at every parallel-enumerated site, before
+    Pyro allocates its enumeration dimension: unknown (``inf``) stops the pass
+    so that it can be guessed; too small raises an error that says so."""
+
+    def __init__(self, max_plate_nesting: float):
+        super().__init__()
+        self.max_plate_nesting = max_plate_nesting
 
     def _pyro_sample(self, msg) -> None:
-        if msg["infer"].get("enumerate") == "parallel" and not msg["is_observed"]:
+        if msg["infer"].get("enumerate") != "parallel" or msg["is_observed"]:
+            return
+        if self.max_plate_nesting == float("inf"):
             raise _NeedsPlateNesting()
+        for frame in msg["cond_indep_stack"]:
+            if frame.vectorized and not is_particle_plate(frame.name):
+                if frame.dim is not None and frame.dim < -self.max_plate_nesting:
+                    raise ValueError(
+                        f"Site '{msg['name']}' is enumerated inside plate '{frame.name}' "
+                        f"at dim {frame.dim}, but max_plate_nesting={self.max_plate_nesting} "
+                        "leaves enumeration no room left of the plates. Give the ELBO "
+                        f"max_plate_nesting={-frame.dim} or more (the number of nested "
+                        "plates), or leave it out so that it is guessed."
+                    )
 
 
 def _pair_key(model, guide):
@@ -134,17 +152,16 @@ def traces(elbo, plain_traces: Callable, model, guide, args, kwargs) -> Iterator
 def _enumerating_traces(elbo, model, guide, args, kwargs, key) -> Iterator:
     if elbo.vectorize_particles:
         if elbo.max_plate_nesting == float("inf"):
-            elbo._guess_max_plate_nesting(model, guide, args, kwargs)
-        model = elbo._vectorized_num_particles(model)
-        guide = elbo._vectorized_num_particles(guide)
+            guess_max_plate_nesting(elbo, model, guide, args, kwargs)
+        model = vectorized_num_particles(elbo, model)
+        guide = vectorized_num_particles(elbo, guide)
     for attempt in range(2):
-        if elbo.max_plate_nesting == float("inf"):
-            # no dims to allocate yet: stop at the first parallel-enumerated site
-            wrapped_model, wrapped_guide = _PlateNestingGuard()(model), _PlateNestingGuard()(guide)
-        else:  # the model allocates its enumeration dims left of the guide's
-            wrapped_model = EnumMessenger()(model)
-            first_dim = -1 - elbo.max_plate_nesting
-            wrapped_guide = EnumMessenger(first_available_dim=first_dim)(guide)
+        nesting = elbo.max_plate_nesting
+        wrapped_model = _PlateNestingGuard(nesting)(model)
+        wrapped_guide = _PlateNestingGuard(nesting)(guide)
+        if nesting != float("inf"):  # the model allocates its dims left of the guide's
+            wrapped_model = EnumMessenger()(wrapped_model)
+            wrapped_guide = EnumMessenger(first_available_dim=-1 - nesting)(wrapped_guide)
         pending: queue.LifoQueue = queue.LifoQueue()
         wrapped_guide = poutine.queue(
             wrapped_guide, pending, escape_fn=iter_discrete_escape, extend_fn=iter_discrete_extend
@@ -160,7 +177,7 @@ def _enumerating_traces(elbo, model, guide, args, kwargs, key) -> Iterator:
         except _NeedsPlateNesting:
             if attempt:
                 raise
-            elbo._guess_max_plate_nesting(model, guide, args, kwargs)
+            guess_max_plate_nesting(elbo, model, guide, args, kwargs)
 
 
 def _remember(elbo, key, enumerated: bool) -> None:

@@ -351,16 +351,21 @@ def structure_key(trace: Trace) -> tuple:
     traces with the same key get the same terms (for any ``terms`` map), so
     an ELBO can compute the assignment once per model structure.
     """
-    return tuple(
-        (
-            name,
-            site["is_observed"],
-            site["infer"].get(TAG),
-            site["infer"].get("is_auxiliary", False),
-            site["infer"].get("enumerate"),
-            site_is_factor(site),
-            site_is_deterministic(site),
-            tuple(frame.name for frame in site["cond_indep_stack"]),
+    key = []
+    for name, site in trace.nodes.items():
+        if site["type"] != "sample":
+            continue
+        infer = site["infer"]
+        key.append(
+            (
+                name,
+                site["is_observed"],
+                type(site["fn"]).__name__,  # tells factor and subsample sites
+                infer.get(TAG),
+                infer.get("is_auxiliary", False),
+                infer.get("enumerate"),
+                site_is_deterministic(site),
+                tuple(frame.name for frame in site["cond_indep_stack"]),
+            )
         )
-        for name, site in _sample_sites(trace)
-    )
+    return tuple(key)
