@@ -365,3 +365,30 @@ def test_load_state_dict_rejects_a_foreign_state():
         geco.load_state_dict({"integral": 0.0, "output": 1.0})
     with pytest.raises(ValueError, match="outside"):
         geco.load_state_dict({"multiplier": 100.0, "average": 0.0})
+
+
+def test_targets_are_per_datapoint_of_the_full_data_set():
+    """A subsampled plate scales the terms to the whole data set, so the per-datapoint
+    estimate a controller sees, and its weight, do not depend on the subsample."""
+
+    def subsampled_model(x, idx, **encoder):
+        with pyro.plate("data", size=N, subsample=idx):
+            z = pyro.sample("z", pyro.distributions.Normal(0.0, 1.0))
+            pyro.sample("x", pyro.distributions.Normal(z, SX), obs=x[idx])
+
+    def subsampled_guide(x, idx, a, s):
+        with pyro.plate("data", size=N, subsample=idx):
+            pyro.sample("z", pyro.distributions.Normal(a * x[idx], s))
+
+    rate = exact_rate(0.9, 0.3) / N  # about 0.98 nats per datapoint
+    for target, sign in ((rate - 0.02, 1.0), (rate + 0.02, -1.0)):
+        elbo = WeightedELBO(weights={"rate": Target(target)}, analytic_kl=True)
+        elbo.loss(subsampled_model, subsampled_guide, X, torch.arange(N), a=0.9, s=0.3)
+        assert elbo.last_weights["rate"] == sign
+        geco = GECO(target, step_size=1.0, smoothing=0.0)
+        elbo = WeightedELBO(weights={"rate": geco}, analytic_kl=True)
+        half = torch.arange(0, N, 2)  # every other point: the same second moment, nearly
+        estimate = exact_rate(0.9, 0.3, X[half]) * 2 / N
+        svi = SVI(subsampled_model, subsampled_guide, Adam({"lr": 0.0}), loss=elbo)
+        svi.step(X, half, a=0.9, s=0.3)
+        assert math.log(geco.multiplier) == pytest.approx(estimate - target, rel=1e-4)
