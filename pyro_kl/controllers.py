@@ -159,7 +159,8 @@ class Target(Controller):
         return -self.weight(step, estimate) * self.target(step)
 
     def describe(self, step: int, *, terms: Sequence[str] = ()) -> str:
-        return f"target{_on(terms)} {_describe_target(self.value, step)} nats, slope {self.slope:g}"
+        target = _describe_target(self.value, step)
+        return f"Target{_on(terms)}, target {target}, slope {self.slope:g}"
 
     def __repr__(self) -> str:
         return f"Target({self.value!r}, slope={self.slope!r})"

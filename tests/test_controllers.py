@@ -242,7 +242,7 @@ def test_controller_used_for_two_terms_controls_their_sum():
     elbo.loss(model, guide, X)
     assert elbo.last_weights["rate"] == 2.0 * (1 if elbo.last_terms["rate"] >= 3.0 * N else -1)
     assert describe_weight(target, 0, terms=["rate", "complexity"]) == (
-        "target on R + S 3 nats, slope 2"
+        "Target on R + S, target 3, slope 2"
     )
 
 
