@@ -332,8 +332,8 @@ class PIControl(Controller):
         self.max_weight = float(max_weight)
         if self.kp < 0 or self.ki < 0 or self.kp == self.ki == 0:
             raise ValueError(
-                f"PIControl(kp={kp}, ki={ki}): the gains must be >= 0 and not both 0 "
-                "(ControlVAE uses kp=0.01, ki=0.0001 for rates of a few nats)."
+                f"PIControl(kp={kp}, ki={ki}): the gains must be >= 0 and not both 0, "
+                "e.g. kp=0.01, ki=0.001."
             )
         if not 0 <= self.min_weight <= self.init <= self.max_weight:
             raise ValueError(
