@@ -13,9 +13,9 @@ import pyro
 import torch
 from pyro import poutine
 from pyro.distributions import Independent
+from pyro.infer.util import is_validation_enabled
 from torch.distributions import kl_divergence
 
-from .._pyro_compat import PARTICLE_PLATE
 from .traces import (
     Layout,
     check_num_samples,
@@ -25,6 +25,10 @@ from .traces import (
     site_log_prob,
     vectorised_traces,
 )
+
+SOURCE_PLATE = "_pyro_kl_code_sources"
+"""The plate over the datapoints whose codes are evaluated under every guide
+(a name of its own, so that replaying the sampling run leaves it alone)."""
 
 
 def _codes(model, guide, args, kwargs, num_samples, max_plate_nesting, data_plate):
@@ -97,21 +101,30 @@ def elbo_surgery(
     layout, model_trace, guide_trace, sites = _codes(
         model, guide, args, kwargs, 1, max_plate_nesting, data_plate
     )
-    rate = information = 0.0
+    rate = information = marginal_kl = 0.0
     for sample in range(num_samples):
         if sample:
             model_trace, guide_trace = vectorised_traces(model, guide, args, kwargs, 1, layout)
         own_guide = sum(per_datapoint(site_log_prob(guide_trace.nodes[s]), layout) for s in sites)
         own_prior = sum(per_datapoint(site_log_prob(model_trace.nodes[s]), layout) for s in sites)
+        own_guide, own_prior = own_guide.reshape(-1), own_prior.reshape(-1)
         cross = _cross_log_density(guide, args, kwargs, guide_trace, sites, layout)
+        if is_validation_enabled() and not torch.allclose(
+            cross.diagonal(), own_guide, rtol=1e-4, atol=1e-4 * (1 + own_guide.abs().max())
+        ):
+            raise ValueError(
+                "The guide gave a datapoint's code a different density when run over "
+                "every datapoint's code at once; its networks must broadcast over a "
+                "plate added outside its own (as for vectorize_particles=True)."
+            )
         log_aggregate = torch.logsumexp(cross, dim=-1) - math.log(layout.num_data)
         rate += float((own_guide - own_prior).mean())
-        information += float((own_guide.reshape(-1) - log_aggregate).mean())
-    rate, information = rate / num_samples, information / num_samples
+        information += float((own_guide - log_aggregate).mean())
+        marginal_kl += float((log_aggregate - own_prior).mean())
     return {
-        "rate": rate,
-        "mutual_information": information,
-        "marginal_kl": rate - information,
+        "rate": rate / num_samples,
+        "mutual_information": information / num_samples,
+        "marginal_kl": marginal_kl / num_samples,
     }
 
 
@@ -125,7 +138,7 @@ def _cross_log_density(guide, args, kwargs, guide_trace, sites, layout) -> torch
     nesting = layout.max_plate_nesting
 
     def crossed(*a, **k):
-        with pyro.plate(PARTICLE_PLATE, layout.num_data, dim=-nesting - 1):
+        with pyro.plate(SOURCE_PLATE, layout.num_data, dim=-nesting - 1):
             return poutine.condition(guide, data=values)(*a, **k)
 
     trace = poutine.trace(poutine.replay(crossed, trace=guide_trace)).get_trace(*args, **kwargs)
