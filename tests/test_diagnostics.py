@@ -429,3 +429,20 @@ def test_records_no_gradients_and_draws_like_pyro():
     pyro.set_rng_seed(9)
     renyi = RenyiELBO(alpha=0.0, num_particles=3, vectorize_particles=True, max_plate_nesting=1)
     assert -float(bound.sum()) == pytest.approx(renyi.loss(model, guide, x), rel=1e-9)
+
+
+def test_readme_diagnostics_example_runs_and_is_exact():
+    import pathlib
+    import re
+
+    readme = pathlib.Path(__file__).parents[1] / "README.md"
+    code = re.search(r"## Diagnostics.*?```python\n(.*?)```", readme.read_text(), re.S).group(1)
+    namespace = {}
+    torch.set_default_dtype(torch.float32)
+    try:
+        exec(compile(code.replace("print(", "(lambda *a: a)("), str(readme), "exec"), namespace)
+    finally:
+        torch.set_default_dtype(torch.float64)
+    x, bound, terms = namespace["x"], namespace["bound"], namespace["terms"]
+    assert torch.allclose(bound, dist.Normal(0.0, 2**0.5).log_prob(x), atol=1e-5)
+    assert terms["code_length"] == pytest.approx(-float(bound.mean()) - math.log(0.01), rel=1e-5)
