@@ -27,16 +27,18 @@ from pyro_kl.diagnostics import (
     rate_per_dimension,
 )
 
-torch.set_default_dtype(torch.float64)  # restored at the end of the module by the fixture
-W = torch.tensor([[1.0, 0.5], [-0.3, 0.8], [0.6, -1.2]])
-B = torch.tensor([0.2, -0.1, 0.4])
+W = torch.tensor([[1.0, 0.5], [-0.3, 0.8], [0.6, -1.2]], dtype=torch.float64)
+B = torch.tensor([0.2, -0.1, 0.4], dtype=torch.float64)
 SX = 0.6
 
 
-@pytest.fixture(autouse=True, scope="module")
+@pytest.fixture(autouse=True)
 def double_precision():
+    """Closed forms are compared in double precision; other modules keep their default."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
     yield
-    torch.set_default_dtype(torch.float32)
+    torch.set_default_dtype(previous)
 
 
 def data(num_data, seed=0):
