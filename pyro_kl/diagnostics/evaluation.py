@@ -93,15 +93,16 @@ def evaluate(
         layout = probe(model, guide, args, kwargs, **options)
         for term, value in elbo.estimate_terms(model, guide, *args, **kwargs).items():
             sums[term] += value
+        model_trace = None
         if num_samples:
             bound = importance_weighted_bound(
                 model, guide, args, kwargs, num_samples=num_samples, **options
             )
             sums["iwae_bound"] += float(bound.value.sum())
             model_trace = bound.model_trace
-        else:
-            model_trace, _ = vectorised_traces(model, guide, args, kwargs, 1, layout)
         if bin_widths is not None and log_volume is None:
+            if model_trace is None:
+                model_trace, _ = vectorised_traces(model, guide, args, kwargs, 1, layout)
             log_volume = log_bin_volume(model_trace, layout, bin_widths)
             dims = data_dimension(model_trace, layout)
         num_data += layout.num_data
