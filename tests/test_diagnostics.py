@@ -175,6 +175,18 @@ def test_agrees_with_pyro_renyi_elbo_at_alpha_zero(triple):
     assert -float(bound.sum()) == pytest.approx(loss, rel=1e-9)
 
 
+def test_deterministic_sites_outside_the_data_plate_do_not_make_the_bound_global():
+    x = data(8)
+
+    def model_with_deterministic(x):
+        pyro.deterministic("scale_used", torch.tensor(SX))
+        model(x)
+
+    bound = iwae_bound(model_with_deterministic, exact_guide, x, num_samples=4)
+    assert bound.shape == (8,)
+    assert torch.allclose(bound, log_marginal(x), atol=1e-10)
+
+
 def global_model(x):
     theta = pyro.sample("theta", dist.Normal(0.0, 1.0))
     with pyro.plate("data", len(x)):

@@ -30,7 +30,7 @@ from pyro.distributions.util import scale_and_mask
 from pyro.poutine import Trace
 from pyro.poutine.util import site_is_subsample
 
-from .._pyro_compat import PARTICLE_PLATE, is_particle_plate
+from .._pyro_compat import PARTICLE_PLATE, is_particle_plate, site_is_deterministic
 from ..terms import data_plates, is_data_site
 
 ELEMENT_BUDGET = 2**22
@@ -89,6 +89,8 @@ def counted_model_sites(model_trace: Trace, guide_trace: Trace) -> Iterator[Tupl
     sites and latents the guide samples (a latent the guide lacks was drawn
     from the model and cancels)."""
     for name, site in sample_sites(model_trace):
+        if site_is_deterministic(site):
+            continue  # a pyro.deterministic site has no density
         if site["is_observed"] or name in guide_trace.nodes:
             yield name, site
 
