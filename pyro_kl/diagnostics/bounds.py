@@ -163,20 +163,11 @@ def code_length(
         pixels = torch.randint(0, 256, (5, 3)) / 256.0  # recorded to 1/256
         nats = code_length(model, guide, pixels, bin_widths={"x": 1 / 256})
     """
-    bound = importance_weighted_bound(
-        model,
-        guide,
-        args,
-        kwargs,
-        num_samples=num_samples,
-        chunk_size=chunk_size,
-        max_plate_nesting=max_plate_nesting,
-        data_plate=data_plate,
+    options = dict(
+        chunk_size=chunk_size, max_plate_nesting=max_plate_nesting, data_plate=data_plate
     )
-    volume = log_bin_volume(bound.model_trace, bound.layout, bin_widths)
-    if not bound.layout.per_datapoint:
-        volume = volume * bound.layout.num_data
-    return -bound.value - volume
+    nats, _ = _code_length(model, guide, args, kwargs, bin_widths, num_samples, options)
+    return nats
 
 
 def bits_per_dimension(
@@ -201,19 +192,21 @@ def bits_per_dimension(
         bits = bits_per_dimension(model, guide, pixels, bin_widths={"x": 1 / 256})
         bits.mean()  # 8 bits would be no better than storing the raw bytes
     """
+    options = dict(
+        chunk_size=chunk_size, max_plate_nesting=max_plate_nesting, data_plate=data_plate
+    )
+    nats, dims = _code_length(model, guide, args, kwargs, bin_widths, num_samples, options)
+    return nats / (dims * math.log(2.0))
+
+
+def _code_length(model, guide, args, kwargs, bin_widths, num_samples, options):
+    """Code lengths (nats) and how many numbers they code, per datapoint or for the batch."""
     bound = importance_weighted_bound(
-        model,
-        guide,
-        args,
-        kwargs,
-        num_samples=num_samples,
-        chunk_size=chunk_size,
-        max_plate_nesting=max_plate_nesting,
-        data_plate=data_plate,
+        model, guide, args, kwargs, num_samples=num_samples, **options
     )
     layout = bound.layout
     volume = log_bin_volume(bound.model_trace, layout, bin_widths)
     dims = data_dimension(bound.model_trace, layout)
     if not layout.per_datapoint:
         volume, dims = volume * layout.num_data, dims * layout.num_data
-    return (-bound.value - volume) / (dims * math.log(2.0))
+    return -bound.value - volume, dims
