@@ -460,3 +460,26 @@ def test_readme_diagnostics_example_runs_and_is_exact():
     x, bound, terms = namespace["x"], namespace["bound"], namespace["terms"]
     assert torch.allclose(bound, dist.Normal(0.0, 2**0.5).log_prob(x), atol=1e-5)
     assert terms["code_length"] == pytest.approx(-float(bound.mean()) - math.log(0.01), rel=1e-5)
+
+
+def test_subsampled_plates_and_masks_give_unscaled_per_datapoint_bounds():
+    x = data(12)
+    index = torch.tensor([1, 4, 7, 10])
+    keep = torch.tensor([True, False, True, True])
+
+    def subsampled_model(x, index):
+        with pyro.plate("data", len(x), subsample=index), pyro.poutine.mask(mask=keep):
+            z = pyro.sample("z", dist.Normal(torch.zeros(2), 1.0).to_event(1))
+            pyro.sample("x", dist.Normal(z @ W.T + B, SX).to_event(1), obs=x[index])
+
+    def subsampled_guide(x, index):
+        loc, covariance = posterior(x[index])
+        with pyro.plate("data", len(x), subsample=index), pyro.poutine.mask(mask=keep):
+            pyro.sample("z", dist.MultivariateNormal(loc, covariance))
+
+    bound = iwae_bound(subsampled_model, subsampled_guide, x, index, num_samples=5)
+    # the plate's scale 12 / 4 is not applied; a masked datapoint contributes nothing
+    expected = torch.where(keep, log_marginal(x[index]), torch.zeros(4))
+    assert torch.allclose(bound, expected, atol=1e-10)
+    with pytest.raises(ValueError, match="chunk_size"):
+        iwae_bound(subsampled_model, subsampled_guide, x, index, num_samples=5, chunk_size=0)
