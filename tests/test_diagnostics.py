@@ -483,3 +483,24 @@ def test_subsampled_plates_and_masks_give_unscaled_per_datapoint_bounds():
     assert torch.allclose(bound, expected, atol=1e-10)
     with pytest.raises(ValueError, match="chunk_size"):
         iwae_bound(subsampled_model, subsampled_guide, x, index, num_samples=5, chunk_size=0)
+
+
+def test_surgery_counts_an_autoguides_auxiliary_sites():
+    from pyro.infer.autoguide import AutoNormal
+
+    x = torch.randn(30, generator=torch.Generator().manual_seed(8))
+    guide = AutoNormal(scalar_model)
+    guide(x)  # create its parameters, then make it the same guide as scalar_guide
+    store = pyro.get_param_store()
+    store["AutoNormal.locs.z"] = (0.7 * x + 0.1).clone()
+    store["AutoNormal.scales.z"] = (0.4 + 0.1 * x.abs()).clone()
+    pyro.set_rng_seed(4)
+    auto = elbo_surgery(scalar_model, guide, x, num_samples=50)
+    pyro.set_rng_seed(4)
+    manual = elbo_surgery(scalar_model, scalar_guide, x, num_samples=50)
+    for key in ("rate", "mutual_information", "marginal_kl"):
+        assert auto[key] == pytest.approx(manual[key], rel=1e-9, abs=1e-12)
+    bound = iwae_bound(scalar_model, guide, x, num_samples=10)
+    assert bound.shape == (30,)
+    with pytest.raises(ValueError, match="auxiliary"):
+        rate_per_dimension(scalar_model, guide, x)

@@ -12,13 +12,14 @@ from typing import Callable, Dict, Optional
 import pyro
 import torch
 from pyro import poutine
-from pyro.distributions import Independent
+from pyro.distributions import Delta, Independent
 from pyro.infer.util import is_validation_enabled
 from torch.distributions import kl_divergence
 
 from .traces import (
     Layout,
     check_num_samples,
+    local_auxiliaries,
     local_latents,
     per_datapoint,
     probe,
@@ -81,7 +82,8 @@ def elbo_surgery(
     ``ḡ`` is evaluated by running the guide once more with every datapoint's
     code under every datapoint's input (an extra plate of size ``N``), which
     costs ``N^2`` evaluations per sample and is exact for any guide, including
-    hierarchical ones whose later codes depend on earlier ones.
+    hierarchical ones whose later codes depend on earlier ones and autoguides
+    (their auxiliary sites in the data plate count as part of the codes' density).
 
     :param model: the dream world Q.
     :param guide: the real world's added part.
@@ -105,10 +107,13 @@ def elbo_surgery(
     for sample in range(num_samples):
         if sample:
             model_trace, guide_trace = vectorised_traces(model, guide, args, kwargs, 1, layout)
-        own_guide = sum(per_datapoint(site_log_prob(guide_trace.nodes[s]), layout) for s in sites)
+        guide_sites = sites + local_auxiliaries(model_trace, guide_trace, layout.data_plate)
+        own_guide = sum(
+            per_datapoint(site_log_prob(guide_trace.nodes[s]), layout) for s in guide_sites
+        )
         own_prior = sum(per_datapoint(site_log_prob(model_trace.nodes[s]), layout) for s in sites)
         own_guide, own_prior = own_guide.reshape(-1), own_prior.reshape(-1)
-        cross = _cross_log_density(guide, args, kwargs, guide_trace, sites, layout)
+        cross = _cross_log_density(guide, args, kwargs, guide_trace, guide_sites, layout)
         if is_validation_enabled() and not torch.allclose(
             cross.diagonal(), own_guide, rtol=1e-4, atol=1e-4 * (1 + own_guide.abs().max())
         ):
@@ -257,6 +262,14 @@ def rate_per_dimension(
     rates = {}
     for name in sites:
         guide_site, model_site = guide_trace.nodes[name], model_trace.nodes[name]
+        if isinstance(_elementwise(guide_site["fn"])[0], Delta):
+            raise ValueError(
+                f"The guide draws site '{name}' as a function of auxiliary site(s) (as "
+                "autoguides do), so its rate per dimension is not defined by a density of "
+                f"its own. Use a guide that samples '{name}' from a distribution, e.g. "
+                "dist.Normal(loc, scale).to_event(1); iwae_bound, elbo_surgery and "
+                "active_units work with autoguides."
+            )
         guide_fn, guide_dims = _elementwise(guide_site["fn"])
         model_fn, model_dims = _elementwise(model_site["fn"])
         value = guide_site["value"]

@@ -106,6 +106,17 @@ def local_latents(model_trace: Trace, guide_trace: Trace, data_plate: str) -> Tu
     )
 
 
+def local_auxiliaries(model_trace: Trace, guide_trace: Trace, data_plate: str) -> Tuple[str, ...]:
+    """Guide sites the model lacks (an autoguide's auxiliary draws) inside the
+    data plate: part of the guide's density of the codes."""
+    return tuple(
+        name
+        for name, site in sample_sites(guide_trace)
+        if name not in model_trace.nodes
+        and any(f.name == data_plate for f in site["cond_indep_stack"])
+    )
+
+
 def site_log_prob(site: dict) -> torch.Tensor:
     """The site's log-density with its mask applied and its scale not."""
     log_prob = site["fn"].log_prob(site["value"])
