@@ -82,7 +82,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="pyro_kl_demo", help="output folder (replaced as a "
                       "whole when the run completes; it may hold only an earlier run's files)")
     demo.add_argument("--steps", type=_positive, default=DEFAULT_STEPS,
-                      help="optimizer steps of the main model (batches of 128 digits)")
+                      help="optimizer steps of the main model (batches of 256 digits)")
     demo.add_argument("--beta", type=_weight, default=1.0, help="weight of the rate R")
     demo.add_argument("--sweep-betas", type=_betas,
                       default=",".join(f"{b:g}" for b in DEFAULT_SWEEP_BETAS),

@@ -39,13 +39,13 @@ NUM_HELD_OUT = 297
 LATENT_DIM = 8
 HIDDEN_DIM = 128
 
-DEFAULT_STEPS = 4000
+DEFAULT_STEPS = 1500
 """SVI steps of the main model."""
-DEFAULT_SWEEP_STEPS = 600
+DEFAULT_SWEEP_STEPS = 250
 """SVI steps of each further β of the sweep, warm-started from its neighbour."""
 DEFAULT_SWEEP_BETAS = (0.25, 0.35, 0.5, 0.7, 1.0, 1.4, 2.0, 2.8, 4.0)
-DEFAULT_BATCH_SIZE = 128
-DEFAULT_LR = 3e-3
+DEFAULT_BATCH_SIZE = 256
+DEFAULT_LR = 4e-3
 EVAL_PARTICLES = 8
 """Codes drawn per digit to estimate D (the rate is analytic)."""
 IWAE_SAMPLES = 64
@@ -386,7 +386,10 @@ def run_demo(
         },
     }
     if further:
+        main_terms = {split: {t: summary["main"][split][t] for t in (DISTORTION, RATE)}
+                      for split in ("training", "held_out")}
         points = [
+            {"beta": b, **main_terms} if m is vae else
             {"beta": b, "training": per_digit_terms(m, training),
              "held_out": per_digit_terms(m, held_out)}
             for b, m in models.items()

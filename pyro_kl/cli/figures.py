@@ -59,7 +59,7 @@ def plot_reconstructions(vae: VAE, images: torch.Tensor, folder: str) -> str:
     figure, axes = plt.subplots(2, columns, figsize=(columns, 2.4))
     for column in range(columns):
         for row, picture in enumerate((images, decoded)):
-            axes[row, column].imshow(picture[column].reshape(8, 8), cmap="gray_r",
+            axes[row, column].imshow(picture[column].reshape(8, 8).numpy(), cmap="gray_r",
                                      vmin=0, vmax=vae.total_count)
             axes[row, column].axis("off")
     axes[0, 0].set_title("real world: held-out digits x", loc="left", fontsize=9)
