@@ -26,6 +26,15 @@ pytest.importorskip("tqdm")
 from pyro_kl.cli import demo  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """The demo's networks are small: more threads only contend (as the command line knows)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def small_binomial_vae():
     vae = VAE(dim=5, latent_dim=2, hidden_dim=7, likelihood="binomial", total_count=4)
     (x,) = vae.make_data(12, seed=0)
@@ -189,7 +198,8 @@ def test_run_without_sweep_writes_no_rate_distortion_plot(tmp_path):
     lines = []
     summary = demo.run_demo(str(tmp_path), steps=3, sweep_betas=[], progress=False,
                             picture_format="gv", echo=lines.append)
-    assert sorted(os.listdir(tmp_path)) == ["reconstructions.png", "worlds.gv"]
+    assert sorted(os.listdir(tmp_path)) == ["reconstructions.png", "summary.json", "worlds.gv"]
+    assert json.loads((tmp_path / "summary.json").read_text()) == summary
     assert "sweep" not in summary and "rate_distortion" not in summary["files"]
     held_out = summary["main"]["held_out"]
     assert held_out["d_plus_r"] == pytest.approx(held_out["distortion"] + held_out["rate"])

@@ -139,18 +139,14 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
 
 
 def _demo(args: argparse.Namespace) -> None:
-    import json
-
     import torch
 
     from .demo import run_demo
 
     torch.set_num_threads(args.threads)
     betas = [] if args.no_sweep else args.sweep_betas
-    if isinstance(betas, str):
-        betas = _betas(betas)
     with staged_output_folder(args.out, owns=DEMO_FILES.__contains__) as staging:
-        summary = run_demo(
+        run_demo(
             staging,
             steps=args.steps,
             beta=args.beta,
@@ -159,24 +155,19 @@ def _demo(args: argparse.Namespace) -> None:
             seed=args.seed,
             picture_format=args.format,
             progress=not args.no_progress,
+            command=" ".join([PROG, *_rerun_arguments(args)]),
         )
-        summary["command"] = " ".join([PROG, *(argv_shown(args))])
-        with open(os.path.join(staging, "summary.json"), "w", encoding="utf-8") as f:
-            json.dump(summary, f, indent=2)
-            f.write("\n")
     print(f"Wrote {os.path.abspath(args.out)}{os.sep}")
 
 
-def argv_shown(args: argparse.Namespace) -> List[str]:
+def _rerun_arguments(args: argparse.Namespace) -> List[str]:
     """The demo's options as a command line that reruns it."""
     shown = ["demo", "--out", args.out, "--steps", str(args.steps), "--beta", f"{args.beta:g}",
              "--seed", str(args.seed), "--format", args.format]
     if args.no_sweep:
         shown.append("--no-sweep")
     else:
-        betas = args.sweep_betas if isinstance(args.sweep_betas, list) else _betas(
-            args.sweep_betas)
-        shown += ["--sweep-betas", ",".join(f"{b:g}" for b in betas),
+        shown += ["--sweep-betas", ",".join(f"{b:g}" for b in args.sweep_betas),
                   "--sweep-steps", str(args.sweep_steps)]
     return shown
 

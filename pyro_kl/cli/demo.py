@@ -19,7 +19,9 @@ held-out digits.
 """
 
 import copy
+import json
 import math
+import os
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -300,6 +302,7 @@ def run_demo(
     picture_format: str = "svg",
     progress: bool = True,
     echo: Callable[[str], None] = print,
+    command: Optional[str] = None,
 ) -> Dict[str, Any]:
     """Trains the digits VAE, walks the β sweep and writes what it learned into ``staging``.
 
@@ -318,6 +321,7 @@ def run_demo(
     :param str picture_format: the worlds picture's format besides ``gv``.
     :param bool progress: show a progress bar.
     :param echo: where the report's lines go.
+    :param str command: the command line that reruns this, kept in the summary.
     :returns: the summary (also in ``summary.json``).
     :rtype: dict
     """
@@ -370,6 +374,7 @@ def run_demo(
         bar.close()
 
     summary: Dict[str, Any] = {
+        "command": command,
         "pyro_kl": __version__,
         "seed": seed,
         "torch_threads": torch.get_num_threads(),
@@ -413,6 +418,9 @@ def run_demo(
         "wall": time.perf_counter() - wall,
         "cpu": time.process_time() - cpu,
     }
+    with open(os.path.join(staging, "summary.json"), "w", encoding="utf-8") as summary_file:
+        json.dump(summary, summary_file, indent=2)
+        summary_file.write("\n")
     for line in report_lines(summary):
         echo(line)
     return summary

@@ -39,7 +39,8 @@ def write_worlds(
     files = {}
     names = [("worlds_source", "worlds.gv")]
     if picture_format != "gv" and shutil.which("dot") is not None:
-        names.append(("worlds", f"worlds.{picture_format}"))
+        # the picture first: graphviz's render removes a .gv of the same stem
+        names.insert(0, ("worlds", f"worlds.{picture_format}"))
     for key, name in names:
         with pyro.get_param_store().scope():
             render_worlds(vae.model, vae.guide, (images,), elbo=elbo,
