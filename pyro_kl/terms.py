@@ -146,9 +146,19 @@ class ModelTags(Messenger):
 
     Example::
 
+        def model(x):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0), infer={"kl_term": "bits"})
+            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+        def guide(x):
+            pyro.sample("z", dist.Normal(x / 2, 0.7))
+
+        x = torch.tensor(0.5)
+        guide_trace = poutine.trace(guide).get_trace(x)
         tags = ModelTags()
         model_trace = poutine.trace(poutine.replay(tags(model), guide_trace)).get_trace(x)
         tags.restore(model_trace)
+        assert model_trace.nodes["z"]["infer"]["kl_term"] == "bits"
     """
 
     def __init__(self):
@@ -257,9 +267,19 @@ def assign_terms(
 
     Example::
 
+        def model(x):
+            with pyro.plate("data", len(x)):
+                z = pyro.sample("z", dist.Normal(0.0, 1.0))
+                pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+        def guide(x):
+            with pyro.plate("data", len(x)):
+                pyro.sample("z", dist.Normal(x / 2, 0.7))
+
+        x = torch.randn(4)
         guide_trace = poutine.trace(guide).get_trace(x)
         model_trace = poutine.trace(poutine.replay(model, guide_trace)).get_trace(x)
-        assign_terms(model_trace, guide_trace).model  # {'z': 'rate', 'x': 'distortion'}
+        assert assign_terms(model_trace, guide_trace).model == {"z": "rate", "x": "distortion"}
     """
     terms = {} if site_terms is None else site_terms
     model_sites = dict(_sample_sites(model_trace))
@@ -351,16 +371,21 @@ def structure_key(trace: Trace) -> tuple:
     traces with the same key get the same terms (for any ``terms`` map), so
     an ELBO can compute the assignment once per model structure.
     """
-    return tuple(
-        (
-            name,
-            site["is_observed"],
-            site["infer"].get(TAG),
-            site["infer"].get("is_auxiliary", False),
-            site["infer"].get("enumerate"),
-            site_is_factor(site),
-            site_is_deterministic(site),
-            tuple(frame.name for frame in site["cond_indep_stack"]),
+    key = []
+    for name, site in trace.nodes.items():
+        if site["type"] != "sample":
+            continue
+        infer = site["infer"]
+        key.append(
+            (
+                name,
+                site["is_observed"],
+                type(site["fn"]).__name__,  # tells factor and subsample sites
+                infer.get(TAG),
+                infer.get("is_auxiliary", False),
+                infer.get("enumerate"),
+                site_is_deterministic(site),
+                tuple(frame.name for frame in site["cond_indep_stack"]),
+            )
         )
-        for name, site in _sample_sites(trace)
-    )
+    return tuple(key)
