@@ -160,8 +160,9 @@ def code_length(
 
     Example::
 
-        pixels = torch.randint(0, 256, (5, 3)) / 256.0  # recorded to 1/256
-        nats = code_length(model, guide, pixels, bin_widths={"x": 1 / 256})
+        vae = pyro_kl.recipes.VAE()
+        (x,) = vae.make_data(seed=0)  # recorded, say, to two decimals
+        nats = code_length(vae.model, vae.guide, x, num_samples=100, bin_widths={"x": 0.01})
     """
     options = dict(
         chunk_size=chunk_size, max_plate_nesting=max_plate_nesting, data_plate=data_plate
@@ -189,8 +190,9 @@ def bits_per_dimension(
 
     Example::
 
-        bits = bits_per_dimension(model, guide, pixels, bin_widths={"x": 1 / 256})
-        bits.mean()  # 8 bits would be no better than storing the raw bytes
+        bits = bits_per_dimension(vae.model, vae.guide, x, num_samples=100,
+                                  bin_widths={"x": 0.01})
+        bits.mean()  # against log2(number of bins) for storing the values raw
     """
     options = dict(
         chunk_size=chunk_size, max_plate_nesting=max_plate_nesting, data_plate=data_plate
