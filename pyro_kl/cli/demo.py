@@ -201,7 +201,10 @@ def dream_marginal_code_length(
 
     Example::
 
-        lengths = dream_marginal_code_length(vae.model, vae.guide, images, num_samples=64)
+        vae = digits_vae()
+        _, held_out = load_digits_split()
+        lengths = dream_marginal_code_length(vae.model, vae.guide, held_out, num_samples=8)
+        lengths.shape  # torch.Size([297])
     """
     with pyro.get_param_store().scope(), pyro.plate("importance_samples", num_samples, dim=-2):
         guide_trace = poutine.trace(guide).get_trace(*args)
@@ -244,6 +247,14 @@ def sweep(
     :param on_beta: called with each β before it trains.
     :returns: β -> its trained VAE, including ``start_beta`` -> ``start``.
     :rtype: dict
+
+    Example::
+
+        training, _ = load_digits_split()
+        start = digits_vae()
+        train(start, training, beta=1.0, steps=20)
+        models = sweep(start, training, start_beta=1.0, betas=[0.5, 2.0], steps=10)
+        list(models)  # [0.5, 1.0, 2.0]
     """
     models = {float(start_beta): start}
     larger = sorted(b for b in betas if b > start_beta)
@@ -262,7 +273,12 @@ def sweep(
 
 def is_monotone(points: Sequence[Dict[str, float]]) -> bool:
     """Whether the points, in increasing β, trade rate for distortion: the rate
-    never increases and the distortion never decreases."""
+    never increases and the distortion never decreases.
+
+    Example::
+
+        is_monotone([{"rate": 9.0, "distortion": 60.0}, {"rate": 7.0, "distortion": 62.0}])
+    """
     return all(
         later[RATE] <= earlier[RATE] and later[DISTORTION] >= earlier[DISTORTION]
         for earlier, later in zip(points, points[1:])
@@ -324,6 +340,14 @@ def run_demo(
     :param str command: the command line that reruns this, kept in the summary.
     :returns: the summary (also in ``summary.json``).
     :rtype: dict
+
+    Example::
+
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as folder:
+            summary = run_demo(folder, steps=20, sweep_steps=5, progress=False)
+        summary["main"]["held_out"]["distortion"]  # nats per held-out digit
     """
     from . import figures
 
