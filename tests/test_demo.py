@@ -365,6 +365,7 @@ def test_command_line_tiny_run_replaces_the_earlier_output(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["beta"] == 0.5 and summary["steps"] == 20 and summary["seed"] == 3
     assert summary["torch_threads"] == 1  # the demo's own setting, whatever the environment
+    assert summary["model"]["likelihood"] == "binomial" and summary["model"]["latent_dim"] == 8
     assert [p["beta"] for p in summary["sweep"]["points"]] == [0.25, 0.5, 2.0]
     assert set(summary["sweep"]["monotone"]) == {"training", "held_out"}
     assert all(math.isfinite(n) for n in numbers_in(summary))

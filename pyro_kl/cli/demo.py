@@ -369,7 +369,7 @@ def run_demo(
     echo(f"Real world P (data + guide): {len(training)} training digits from scikit-learn "
          f"({len(held_out)} held out), and an encoder that draws a code z for each.")
     echo(f"Dream world Q (model): z ~ N(0, I) in {LATENT_DIM} dimensions; each pixel ~ "
-         "Binomial(16, decoder(z)).")
+         f"Binomial({GREY_LEVELS}, decoder(z)).")
     echo(f"Training {steps} steps at beta = {beta:g}"
          + (f", then {sweep_steps} steps for each of {len(further)} further betas."
             if further else "."))
@@ -403,6 +403,9 @@ def run_demo(
         "seed": seed,
         "torch_threads": torch.get_num_threads(),
         "data": {"training_digits": len(training), "held_out_digits": len(held_out)},
+        "model": {"recipe": "pyro_kl.recipes.VAE", "likelihood": vae.likelihood,
+                  "total_count": vae.total_count, "latent_dim": vae.latent_dim,
+                  "hidden_dim": HIDDEN_DIM},
         "units": "nats per digit",
         "beta": beta,
         "steps": steps,
@@ -484,6 +487,6 @@ def report_lines(summary: Dict[str, Any]) -> List[str]:
     seconds = summary["seconds"]
     lines.append(
         f"Finished in {seconds['wall']:.0f} s wall ({seconds['cpu']:.0f} s CPU, "
-        f"{summary['torch_threads']} torch thread(s))."
+        f"torch threads: {summary['torch_threads']})."
     )
     return lines
