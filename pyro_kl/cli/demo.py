@@ -30,6 +30,7 @@ import torch
 from pyro import poutine
 
 from .. import __version__
+from ..diagnostics import iwae_bound
 from ..presets import RateDistortionELBO
 from ..recipes import VAE
 from ..terms import DISTORTION, RATE
@@ -184,13 +185,12 @@ def dream_marginal_code_length(
     model: Callable, guide: Callable, *args: Any, num_samples: int = IWAE_SAMPLES
 ) -> torch.Tensor:
     """The dream world's code length ``-log (dream world's marginal of x)`` for each
-    example, estimated by importance sampling with the guide as proposal (the IWAE
-    bound, Burda et al. 2016): ``-log (1/K) sum_k model(x, z_k) / guide(z_k | x)``.
+    example, estimated by importance sampling with the guide as proposal: minus
+    :func:`pyro_kl.diagnostics.iwae_bound` (Burda et al. 2016),
+    ``-log (1/K) sum_k model(x, z_k) / guide(z_k | x)``.
 
     Its expectation lies above the true code length and below ``D + R``, and
-    tightens as ``num_samples`` grows. The log-weights are kept per example: the
-    model's data plate must be its only plate (at dim -1); the ``K`` samples are
-    drawn in one vectorised plate at dim -2.
+    tightens as ``num_samples`` grows. Pyro's parameter store is left as it was.
 
     :param model: the dream world Q.
     :param guide: the real world's guide.
@@ -206,18 +206,8 @@ def dream_marginal_code_length(
         lengths = dream_marginal_code_length(vae.model, vae.guide, held_out, num_samples=8)
         lengths.shape  # torch.Size([297])
     """
-    with pyro.get_param_store().scope(), pyro.plate("importance_samples", num_samples, dim=-2):
-        guide_trace = poutine.trace(guide).get_trace(*args)
-        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args)
-    model_trace.compute_log_prob()
-    guide_trace.compute_log_prob()
-    log_weight = 0.0
-    for trace, sign in ((model_trace, 1.0), (guide_trace, -1.0)):
-        for site in trace.nodes.values():
-            if site["type"] == "sample" and not site["name"] == "importance_samples":
-                log_weight = log_weight + sign * site["log_prob"]
-    log_weight = torch.as_tensor(log_weight).expand(num_samples, -1)
-    return math.log(num_samples) - torch.logsumexp(log_weight, dim=0)
+    with pyro.get_param_store().scope():
+        return -iwae_bound(model, guide, *args, num_samples=num_samples)
 
 
 def sweep(
