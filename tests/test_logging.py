@@ -123,3 +123,36 @@ def test_without_update_module_params_the_networks_would_not_resume(tmp_path, mo
     assert len(without.splitlines()) == len(resume.splitlines()) - 2
     _, uninterrupted, _, resumed = resume_in_a_new_process(without)
     assert resumed[0] != uninterrupted[0]
+
+
+def test_a_plain_pytorch_loop_resumes_from_state_dicts(tmp_path, monkeypatch):
+    # The README's other case: elbo(model, guide) with torch.optim saves the modules'
+    # and the optimizer's state_dict() instead of the parameter store.
+    monkeypatch.chdir(tmp_path)
+    plain = readme_block("# Log the terms from a plain PyTorch loop")
+    first = run(plain.replace("range(100)", "range(30)"), {})
+    torch.save({"modules": first["vae"].state_dict(),
+                "optimizer": first["optimizer"].state_dict(),
+                "elbo": first["elbo"].state_dict(), "rng": pyro.util.get_rng_state()},
+               "checkpoint.pt")
+
+    def steps(namespace):
+        losses = []
+        for _ in range(10):
+            namespace["optimizer"].zero_grad()
+            loss = namespace["loss_fn"](namespace["x"])
+            loss.backward()
+            namespace["optimizer"].step()
+            losses.append(loss.item())
+        return losses
+
+    uninterrupted = steps(first)
+    pyro.clear_param_store()
+    torch.manual_seed(123)
+    second = run(plain.replace("range(100)", "range(0)"), {})
+    checkpoint = torch.load("checkpoint.pt", weights_only=False)
+    second["vae"].load_state_dict(checkpoint["modules"])
+    second["optimizer"].load_state_dict(checkpoint["optimizer"])
+    second["elbo"].load_state_dict(checkpoint["elbo"])
+    pyro.util.set_rng_state(checkpoint["rng"])
+    assert steps(second) == uninterrupted

@@ -10,7 +10,10 @@ import argparse
 import math
 import os
 import shutil
+import signal
 import sys
+import threading
+from contextlib import contextmanager
 from typing import List, Optional, Sequence
 
 from .. import __version__
@@ -127,15 +130,33 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     """
     args = _parser().parse_args(argv)
     try:
-        if args.command == "demo":
-            _demo(args)
-        else:
-            _gallery(args)
+        with _terminate_as_interrupt():
+            if args.command == "demo":
+                _demo(args)
+            else:
+                _gallery(args)
     except OutputFolderError as error:
         _fail(str(error))
     except KeyboardInterrupt:
         sys.stderr.write(f"{PROG}: interrupted; {args.out!r} is left as it was.\n")
         raise SystemExit(130) from None
+
+
+@contextmanager
+def _terminate_as_interrupt():
+    """Lets ``kill`` (SIGTERM) clean up like Ctrl-C does, in the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _demo(args: argparse.Namespace) -> None:

@@ -30,6 +30,7 @@ import torch
 from pyro import poutine
 
 from .. import __version__
+from ..diagnostics import iwae_bound
 from ..presets import RateDistortionELBO
 from ..recipes import VAE
 from ..terms import DISTORTION, RATE
@@ -184,13 +185,12 @@ def dream_marginal_code_length(
     model: Callable, guide: Callable, *args: Any, num_samples: int = IWAE_SAMPLES
 ) -> torch.Tensor:
     """The dream world's code length ``-log (dream world's marginal of x)`` for each
-    example, estimated by importance sampling with the guide as proposal (the IWAE
-    bound, Burda et al. 2016): ``-log (1/K) sum_k model(x, z_k) / guide(z_k | x)``.
+    example, estimated by importance sampling with the guide as proposal: minus
+    :func:`pyro_kl.diagnostics.iwae_bound` (Burda et al. 2016),
+    ``-log (1/K) sum_k model(x, z_k) / guide(z_k | x)``.
 
     Its expectation lies above the true code length and below ``D + R``, and
-    tightens as ``num_samples`` grows. The log-weights are kept per example: the
-    model's data plate must be its only plate (at dim -1); the ``K`` samples are
-    drawn in one vectorised plate at dim -2.
+    tightens as ``num_samples`` grows. Pyro's parameter store is left as it was.
 
     :param model: the dream world Q.
     :param guide: the real world's guide.
@@ -201,20 +201,13 @@ def dream_marginal_code_length(
 
     Example::
 
-        lengths = dream_marginal_code_length(vae.model, vae.guide, images, num_samples=64)
+        vae = digits_vae()
+        _, held_out = load_digits_split()
+        lengths = dream_marginal_code_length(vae.model, vae.guide, held_out, num_samples=8)
+        lengths.shape  # torch.Size([297])
     """
-    with pyro.get_param_store().scope(), pyro.plate("importance_samples", num_samples, dim=-2):
-        guide_trace = poutine.trace(guide).get_trace(*args)
-        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args)
-    model_trace.compute_log_prob()
-    guide_trace.compute_log_prob()
-    log_weight = 0.0
-    for trace, sign in ((model_trace, 1.0), (guide_trace, -1.0)):
-        for site in trace.nodes.values():
-            if site["type"] == "sample" and not site["name"] == "importance_samples":
-                log_weight = log_weight + sign * site["log_prob"]
-    log_weight = torch.as_tensor(log_weight).expand(num_samples, -1)
-    return math.log(num_samples) - torch.logsumexp(log_weight, dim=0)
+    with pyro.get_param_store().scope():
+        return -iwae_bound(model, guide, *args, num_samples=num_samples)
 
 
 def sweep(
@@ -244,6 +237,14 @@ def sweep(
     :param on_beta: called with each β before it trains.
     :returns: β -> its trained VAE, including ``start_beta`` -> ``start``.
     :rtype: dict
+
+    Example::
+
+        training, _ = load_digits_split()
+        start = digits_vae()
+        train(start, training, beta=1.0, steps=20)
+        models = sweep(start, training, start_beta=1.0, betas=[0.5, 2.0], steps=10)
+        list(models)  # [0.5, 1.0, 2.0]
     """
     models = {float(start_beta): start}
     larger = sorted(b for b in betas if b > start_beta)
@@ -262,7 +263,12 @@ def sweep(
 
 def is_monotone(points: Sequence[Dict[str, float]]) -> bool:
     """Whether the points, in increasing β, trade rate for distortion: the rate
-    never increases and the distortion never decreases."""
+    never increases and the distortion never decreases.
+
+    Example::
+
+        is_monotone([{"rate": 9.0, "distortion": 60.0}, {"rate": 7.0, "distortion": 62.0}])
+    """
     return all(
         later[RATE] <= earlier[RATE] and later[DISTORTION] >= earlier[DISTORTION]
         for earlier, later in zip(points, points[1:])
@@ -324,6 +330,14 @@ def run_demo(
     :param str command: the command line that reruns this, kept in the summary.
     :returns: the summary (also in ``summary.json``).
     :rtype: dict
+
+    Example::
+
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as folder:
+            summary = run_demo(folder, steps=20, sweep_steps=5, progress=False)
+        summary["main"]["held_out"]["distortion"]  # nats per held-out digit
     """
     from . import figures
 
@@ -345,7 +359,7 @@ def run_demo(
     echo(f"Real world P (data + guide): {len(training)} training digits from scikit-learn "
          f"({len(held_out)} held out), and an encoder that draws a code z for each.")
     echo(f"Dream world Q (model): z ~ N(0, I) in {LATENT_DIM} dimensions; each pixel ~ "
-         "Binomial(16, decoder(z)).")
+         f"Binomial({GREY_LEVELS}, decoder(z)).")
     echo(f"Training {steps} steps at beta = {beta:g}"
          + (f", then {sweep_steps} steps for each of {len(further)} further betas."
             if further else "."))
@@ -379,6 +393,9 @@ def run_demo(
         "seed": seed,
         "torch_threads": torch.get_num_threads(),
         "data": {"training_digits": len(training), "held_out_digits": len(held_out)},
+        "model": {"recipe": "pyro_kl.recipes.VAE", "likelihood": vae.likelihood,
+                  "total_count": vae.total_count, "latent_dim": vae.latent_dim,
+                  "hidden_dim": HIDDEN_DIM},
         "units": "nats per digit",
         "beta": beta,
         "steps": steps,
@@ -460,6 +477,6 @@ def report_lines(summary: Dict[str, Any]) -> List[str]:
     seconds = summary["seconds"]
     lines.append(
         f"Finished in {seconds['wall']:.0f} s wall ({seconds['cpu']:.0f} s CPU, "
-        f"{summary['torch_threads']} torch thread(s))."
+        f"torch threads: {summary['torch_threads']})."
     )
     return lines

@@ -50,6 +50,7 @@ class VAE(Recipe):
         (x,) = vae.make_data(seed=0)
         vae.fit(x, num_steps=200, elbo=vae.make_elbo(beta=0.5))
 
+        pyro.clear_param_store()  # a second VAE recipe would share the first's names
         counts = VAE(dim=64, latent_dim=4, likelihood="binomial", total_count=16)
         (x,) = counts.make_data(seed=0)  # integers 0..16, as float
         counts.fit(x, num_steps=20)
