@@ -59,12 +59,6 @@ def render_gallery(out: str, *, format: str = "svg") -> List[str]:
         with pyro.get_param_store().scope():
             recipe = recipe_class()
             data = recipe.make_data(seed=0)
-            filename = None if fmt == DOT_SOURCE else path
-            graph = render_worlds(
-                recipe.model, recipe.guide, data, elbo=recipe.make_elbo(), filename=filename
-            )
-        if fmt == DOT_SOURCE:
-            with open(path, "w", encoding="utf-8") as dot_file:
-                dot_file.write(graph.source)
+            render_worlds(recipe.model, recipe.guide, data, elbo=recipe.make_elbo(), filename=path)
         paths.append(path)
     return paths
