@@ -150,10 +150,22 @@ def _without_wrappers(relations: dict, keep_deterministic: Callable[[str], bool]
         name for name, d in relations["sample_dist"].items()
         if _is_wrapper(name) or (d == "Deterministic" and not keep_deterministic(name))
     }
+    upstream = relations["sample_sample"]
+
+    def through(ups: List[str], seen: Set[str]) -> List[str]:
+        """``ups`` with each dropped deterministic site replaced by what it reads."""
+        result: List[str] = []
+        for up in ups:
+            if up not in dropped:
+                result.append(up)
+            elif not _is_wrapper(up) and up not in seen:
+                result.extend(through(upstream.get(up, []), seen | {up}))
+        return list(dict.fromkeys(result))
+
     return {
         "sample_sample": {
-            name: [u for u in ups if u not in dropped]
-            for name, ups in relations["sample_sample"].items() if name not in dropped
+            name: through(ups, {name})
+            for name, ups in upstream.items() if name not in dropped
         },
         "sample_param": {
             name: ps for name, ps in relations["sample_param"].items() if name not in dropped
@@ -280,8 +292,10 @@ def _nature_edges(
     plates into the label."""
     edges: List[Tuple[str, str]] = []
     for source in data:
+        if source in observed:
+            continue  # the model generates it: its readers are the model's own story
         for target in model_readers.get(source, []):
-            if target in observed and source != target:
+            if target in observed:
                 edges.append((source, target))
     labels = [n for n in observed if pair.assignment.model.get(n) == CLASSIFICATION]
     for label in labels:
@@ -301,19 +315,23 @@ def _fit_edges(
     observed: List[str],
     data_plates: Mapping[str, List[str]],
 ) -> List[Tuple[str, str]]:
-    """The data set into every global guide latent that reads no datum: the
-    data of the model's observed sites and those sharing their plates."""
+    """The data set into every global guide latent that reads neither a datum
+    nor a latent already fit to the data set (an autoguide's sites read its
+    joint latent): the data of the model's observed sites and those sharing
+    their plates."""
     holding: Set[str] = {p for name in observed for p in data_plates.get(name, [])}
     data_set = [
         name for name in data
         if name in observed or set(data_plates.get(name, [])) & holding
     ]
     edges: List[Tuple[str, str]] = []
+    fit: Set[str] = set()
     for latent in latents:
         if set(guide_plates.get(latent, [])) & holding:
             continue  # a local latent, one per datum
-        if any(up in data for up in sample_sample[latent]):
-            continue  # amortised: its density reads the data
+        if any(up in data or up in fit for up in sample_sample[latent]):
+            continue  # it reads the data, or a latent already fit to them
+        fit.add(latent)
         edges.extend((datum, latent) for datum in data_set)
     return edges
 
