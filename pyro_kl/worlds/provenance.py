@@ -19,7 +19,7 @@ Boolean tensors (masks) and tensors that no site reads are not data.
 """
 
 import inspect
-from typing import Callable, Dict, List, Mapping, NamedTuple, Optional, Set, Tuple
+from typing import Callable, Dict, List, Mapping, NamedTuple, Set, Tuple
 
 import pyro
 import pyro.distributions as dist

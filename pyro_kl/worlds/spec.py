@@ -9,7 +9,7 @@ tested and serialised without graphviz. The relations come from
 the objective from :mod:`pyro_kl.objective`.
 """
 
-from typing import Callable, Dict, List, Mapping, Optional
+from typing import Callable, List, Mapping, Optional
 
 from .._pyro_compat import generate_graph_specification, plate_label
 from ..objective import objective_from, summed_out_sites, trace_pair
