@@ -20,7 +20,7 @@ _PLAIN = {"fontname": "Helvetica"}
 EDGE_COLOR = "gray25"
 EDGE_STYLES = {
     NATURE: {"style": "bold", "color": "#4a6fa5", "arrowhead": "empty"},
-    FIT: {"style": "dashed", "color": "#7a5195"},
+    FIT: {"style": "dashed", "color": "#7a5195", "minlen": "2"},
 }
 """How nature's arrows are drawn: nature's conditional (``x → y``) bold with
 an open head, a posterior fit to the data set (``D → θ``) dashed, from the
@@ -116,14 +116,7 @@ def _fit_edges(graph, world: dict) -> None:
 def _caption(spec: dict) -> str:
     """The objective, its relation to I[P;Q] and the legend, as a graphviz HTML label."""
     objective = spec["objective"]
-    rows: List[str] = [
-        '<TR><TD COLSPAN="4" ALIGN="LEFT"><B>'
-        + html.escape(objective["equation"])
-        + "</B></TD></TR>",
-        '<TR><TD COLSPAN="4" ALIGN="LEFT"><FONT POINT-SIZE="11">'
-        + html.escape(objective["relation"])
-        + "</FONT></TD></TR>",
-    ]
+    rows: List[str] = []
     for row in spec["legend"]:
         weight = "?" if row["weight"] is None else f"{row['weight']:.3g}"
         if row.get("note"):
@@ -155,7 +148,14 @@ def _caption(spec: dict) -> str:
             )
             + "</TD></TR>"
         )
-    table = '<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="3">' + "".join(rows) + "</TABLE>"
+    legend = '<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="3">' + "".join(rows) + "</TABLE>"
+    table = (
+        '<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="2">'
+        f'<TR><TD ALIGN="LEFT"><B>{html.escape(objective["equation"])}</B></TD></TR>'
+        f'<TR><TD ALIGN="LEFT"><FONT POINT-SIZE="11">{html.escape(objective["relation"])}'
+        "</FONT></TD></TR>"
+        f'<TR><TD ALIGN="LEFT">{legend}</TD></TR></TABLE>'
+    )
     return f"<{table}>"
 
 
