@@ -22,7 +22,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         "gallery", help="render both worlds of every recipe of the essay"
     )
     gallery.add_argument("--out", required=True, help="output folder")
-    gallery.add_argument("--format", default="svg", choices=["svg", "png", "pdf"])
+    gallery.add_argument("--format", default="svg", choices=["svg", "png", "pdf", "gv"])
 
     args = parser.parse_args(argv)
     if args.command == "demo":
