@@ -66,4 +66,4 @@ def test_cli_writes_dot_sources_without_dot(tmp_path, capsys, monkeypatch):
     assert printed == [str(out / f"{name}.gv") for name in RECIPES]
     with open(out / "vib.gv", encoding="utf-8") as source:
         text = source.read()
-    assert '"real/x" -> "real/y"' in text and "L = C + R" not in text
+    assert "\"real/x\" -> \"real/y\"" in text and "I[P;Q] = C + R + const" in text
