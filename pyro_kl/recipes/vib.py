@@ -45,7 +45,9 @@ class VIB(LabelledBlobsRecipe):
 
     name = "vib"
     title = "Variational information bottleneck"
-    objective = "I[P;Q] = <log p(y|x) e(z|x) / (q(y|z) q(z))>_real = -H[Y|X] + C + β·R"
+    objective = (
+        "I[P;Q] = <log p(y|x) e(z|x) / (q(y|z) q(z))>_real = C + R - H[Y|X]; weighted: L = C + β·R"
+    )
     objective_terms = (CLASSIFICATION, RATE)
 
     def __init__(
