@@ -42,10 +42,10 @@ def _node_attrs(node: dict, render_distributions: bool) -> Dict[str, str]:
     attrs = {"label": label, "shape": "ellipse", "style": "filled", "fillcolor": node["color"]}
     if node["shaded"]:  # given by nature: grey, with the colour of its term
         attrs.update(fillcolor=f"gray65:{node['color']}", gradientangle="90", penwidth="2")
-    if node.get("summed_out"):  # enumerated: a double, dashed border
-        attrs.update(
-            label=f"{label}\n({SUMMED_OUT})", peripheries="2", style="filled,dashed"
-        )
+    if node["distribution"] == "Deterministic":  # dashed, as pyro.render_model draws it
+        attrs.update(style="filled,dashed")
+    if node.get("summed_out"):  # enumerated: a double border
+        attrs.update(label=f"{label}\n({SUMMED_OUT})", peripheries="2")
     return attrs
 
 
@@ -141,9 +141,9 @@ def _caption(spec: dict) -> str:
             )
     if objective.get("summed_out"):
         rows.append(
-            '<TR><TD BORDER="1" STYLE="dashed"> </TD><TD COLSPAN="3" ALIGN="LEFT">'
+            '<TR><TD> </TD><TD COLSPAN="3" ALIGN="LEFT">'
             + html.escape(
-                "double dashed border: summed out exactly (enumerated, not sampled): "
+                "double border: summed out exactly (enumerated, not sampled): "
                 + ", ".join(objective["summed_out"])
             )
             + "</TD></TR>"

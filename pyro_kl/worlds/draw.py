@@ -29,8 +29,8 @@ def render_worlds(
     global posterior fit to it (``D → θ``, dashed); on the right, the *dream
     world* — the model's graph, as :func:`pyro.render_model` draws it. Plates
     are drawn as boxes, each variable sits at the same height in both worlds,
-    nodes are coloured by the term they feed, and enumerated sites (summed
-    out exactly) have a double dashed border. Boolean masks and other
+    nodes are coloured by the term they feed, enumerated sites (summed out
+    exactly) have a double border and deterministic sites a dashed one. Boolean masks and other
     arguments no site reads are not drawn. Under the panels: the derived
     objective with the ELBO's weights (``I[P;Q] = D + R + const`` at unit
     weights, else the weighted objective ``L = D + 0.37·R`` with a line
