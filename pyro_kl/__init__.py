@@ -1,5 +1,12 @@
 """pyro_kl: Pyro objectives as KL(real world || dream world), split into named terms."""
 
+from .diagnostics import active_units
+from .diagnostics import bits_per_dimension
+from .diagnostics import code_length
+from .diagnostics import elbo_surgery
+from .diagnostics import evaluate
+from .diagnostics import iwae_bound
+from .diagnostics import rate_per_dimension
 from .distributed import all_reduce_terms
 from .elbo import WeightedELBO
 from .presets import BetaGammaELBO, RateDistortionELBO, TherMLELBO
@@ -24,8 +31,15 @@ __all__ = [
     "RateDistortionELBO",
     "TherMLELBO",
     "WeightedELBO",
+    "active_units",
     "all_reduce_terms",
     "assign_terms",
+    "bits_per_dimension",
+    "code_length",
     "derive_objective",
+    "elbo_surgery",
+    "evaluate",
+    "iwae_bound",
+    "rate_per_dimension",
     "render_worlds",
 ]

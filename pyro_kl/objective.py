@@ -31,22 +31,10 @@ from .terms import (
     assign_terms,
     in_writing_order,
     is_data_site,
+    is_enumerated,
     term_symbol,
 )
-from .weighting import Weight, joint_weight, weights_at
-
-try:
-    from .weighting import describe_weight
-except ImportError:  # pragma: no cover - until weighting.describe_weight lands
-
-    def describe_weight(weight: Weight, step: int) -> Optional[str]:
-        if not callable(weight):
-            return None
-        return f"{weight!r}, now {float(weight(step)):.3g}"
-
-
-ENUMERATE_STRATEGIES = ("parallel", "sequential")
-"""Values of ``infer["enumerate"]`` that make a site summed out exactly."""
+from .weighting import Controller, Weight, describe_weight, joint_weight, weight_of, weights_at
 
 
 class Objective(NamedTuple):
@@ -62,9 +50,11 @@ class Objective(NamedTuple):
     :ivar dict sites_by_term: term name -> the names of the sites feeding it
         (model sites first, in trace order), in writing order (see
         :data:`~pyro_kl.terms.TERMS`).
-    :ivar dict weights: term name -> its weight (a float; schedules and
-        controllers evaluated at the ELBO's step; ``None`` for the ``joint``
-        term of a guide whose joint density spans terms of different weights).
+    :ivar dict weights: term name -> its weight (a float; schedules evaluated
+        at the ELBO's step, controllers at the value they gave at its last
+        step; ``None`` for a controller that has not run yet, and for the
+        ``joint`` term of a guide whose joint density spans terms of different
+        weights).
     :ivar dict weight_notes: term name -> what its weight is, for weights that
         change during training, e.g. ``"warm-up 0→1 over 300 steps, now 0.33"``.
     :ivar dict symbols: term name -> the letter it is written with (``D``,
@@ -121,15 +111,19 @@ class TracedPair(NamedTuple):
 class ELBOWeighting(NamedTuple):
     """What an ELBO says about the terms: its weights, step and site map.
 
-    :ivar dict weights: term name -> weight (a float or a callable of the
-        step); terms it does not name have weight 1.
+    :ivar dict weights: term name -> weight (a float, a schedule or a
+        :class:`~pyro_kl.weighting.Controller`); terms it does not name have
+        weight 1.
     :ivar int step: the step at which schedules are evaluated.
     :ivar dict site_terms: site name -> term name, or ``None``.
+    :ivar dict last_weights: term name -> the weight used at the last step
+        (where controllers' values are read).
     """
 
     weights: Mapping[str, Weight]
     step: int
     site_terms: Optional[Mapping[str, str]]
+    last_weights: Mapping[str, float] = {}
 
 
 def elbo_weighting(elbo: Optional[ELBO]) -> ELBOWeighting:
@@ -141,7 +135,7 @@ def elbo_weighting(elbo: Optional[ELBO]) -> ELBOWeighting:
     if elbo is None:
         return ELBOWeighting({}, 0, None)
     if isinstance(elbo, WeightedELBO):
-        return ELBOWeighting(elbo.weights, elbo.step, elbo.site_terms)
+        return ELBOWeighting(elbo.weights, elbo.step, elbo.site_terms, elbo.last_weights)
     if isinstance(elbo, ELBO):
         return ELBOWeighting({}, 0, None)
     raise ValueError(
@@ -209,21 +203,16 @@ def trace_pair(
     return TracedPair(model_trace, guide_trace, assignment)
 
 
-def is_enumerated(site) -> bool:
-    """Whether a sample site is summed out exactly rather than sampled."""
-    return site["type"] == "sample" and (
-        site["infer"].get("enumerate") in ENUMERATE_STRATEGIES
-    )
-
-
 def summed_out_sites(pair: TracedPair) -> Tuple[str, ...]:
     """The latent sites the pair sums out exactly: enumerated in the guide
-    (guide-side enumeration), or enumerated in the model and absent from the
-    guide (model-side enumeration). In trace order, guide sites first."""
-    names = [name for name, site in pair.guide_trace.nodes.items() if is_enumerated(site)]
-    for name, site in pair.model_trace.nodes.items():
-        if name not in pair.guide_trace.nodes and is_enumerated(site) and not site["is_observed"]:
-            names.append(name)
+    (guide-side enumeration, :func:`~pyro_kl.terms.is_enumerated`), or in the
+    model and absent from the guide (model-side enumeration, the assignment's
+    ``summed_out``). In trace order, guide sites first."""
+    names = [
+        name for name, site in pair.guide_trace.nodes.items()
+        if site["type"] == "sample" and is_enumerated(site)
+    ]
+    names += [name for name in pair.assignment.summed_out if name not in names]
     return tuple(names)
 
 
@@ -235,9 +224,12 @@ def _term_weights(
     weighting: ELBOWeighting, sites_by_term: Mapping[str, Tuple[str, ...]],
     assignment: TermAssignment,
 ) -> Dict[str, Optional[float]]:
-    evaluated = weights_at(weighting.weights, weighting.step)
+    evaluated: Dict[str, Optional[float]] = dict(weights_at(weighting.weights, weighting.step))
+    for term, weight in weighting.weights.items():
+        if isinstance(weight, Controller):  # its value depends on the terms: the last one used
+            evaluated[term] = weighting.last_weights.get(term)
     weights: Dict[str, Optional[float]] = {
-        term: evaluated.get(term, 1.0) for term in sites_by_term if term != JOINT
+        term: weight_of(term, evaluated) for term in sites_by_term if term != JOINT
     }
     if JOINT in sites_by_term:
         weights[JOINT] = joint_weight(assignment, evaluated)
@@ -413,7 +405,6 @@ __all__ = [
     "TracedPair",
     "derive_objective",
     "elbo_weighting",
-    "is_enumerated",
     "objective_from",
     "summed_out_sites",
     "trace_pair",

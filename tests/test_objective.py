@@ -8,6 +8,7 @@ from pyro.infer import Trace_ELBO
 
 from pyro_kl import LinearWarmup, RateDistortionELBO, TherMLELBO, WeightedELBO, derive_objective
 from pyro_kl.objective import elbo_weighting, objective_from, summed_out_sites, trace_pair
+from pyro_kl.weighting import Controller
 
 
 def global_local():
@@ -97,8 +98,8 @@ def test_schedules_are_evaluated_and_described():
 
 
 def test_elbo_weights_come_through_one_typed_path():
-    assert elbo_weighting(None) == ({}, 0, None)
-    assert elbo_weighting(Trace_ELBO()) == ({}, 0, None)
+    assert elbo_weighting(None) == ({}, 0, None, {})
+    assert elbo_weighting(Trace_ELBO()) == ({}, 0, None, {})
     elbo = RateDistortionELBO(beta=0.5, site_terms={"z": "rate"})
     weighting = elbo_weighting(elbo)
     assert weighting.weights == {"rate": 0.5, "complexity": 0.5}
@@ -150,3 +151,43 @@ def test_bad_input_is_named():
         derive_objective(model, guide, list(args))
     with pytest.raises(ValueError, match="elbo must be a pyro.infer.ELBO"):
         derive_objective(model, guide, args, elbo={"rate": 0.5})
+
+
+def test_model_side_enumeration_is_summed_out():
+    @pyro.infer.config_enumerate
+    def mixture(x):
+        weights = pyro.param("weights", torch.tensor([0.3, 0.7]),
+                             constraint=dist.constraints.simplex)
+        with pyro.plate("data", len(x)):
+            c = pyro.sample("c", dist.Categorical(weights))
+            pyro.sample("x", dist.Normal(torch.tensor([-1.0, 2.0])[c], 1.0), obs=x)
+
+    def no_guide(x):
+        pass
+
+    objective = derive_objective(mixture, no_guide, (torch.randn(4),))
+    assert objective.summed_out == ("c",)
+    assert objective.sites_by_term == {"distortion": ("x",)}
+    assert objective.equation == "I[P;Q] = D + const"
+
+
+class HalfOfTheEstimate(Controller):
+    """A weight that responds to the term it weighs."""
+
+    def weight(self, step, estimate):
+        return 0.5 * estimate
+
+    def describe(self, step):
+        return "half of the rate per datapoint"
+
+
+def test_controller_weight_is_the_one_used_at_the_last_step():
+    model, guide, args = global_local()
+    elbo = WeightedELBO(weights={"rate": HalfOfTheEstimate()})
+    before = derive_objective(model, guide, args, elbo=elbo)
+    assert before.weights["rate"] is None and before.equation == "L = D + S + ?·R"
+    assert before.weight_notes == {"rate": "half of the rate per datapoint"}
+    elbo.loss(model, guide, *args)
+    after = derive_objective(model, guide, args, elbo=elbo)
+    assert after.weights["rate"] == pytest.approx(elbo.last_weights["rate"])
+    assert after.weights["rate"] != 1.0 and "half of the rate" in after.text
