@@ -12,7 +12,8 @@ from .elbo import WeightedELBO
 from .presets import BetaGammaELBO, RateDistortionELBO, TherMLELBO
 from .schedules import CyclicalAnnealing, LinearWarmup
 from .terms import CLASSIFICATION, COMPLEXITY, DISTORTION, FACTOR, JOINT, RATE, assign_terms
-from .worlds import Objective, derive_objective, render_worlds
+from .objective import Objective, derive_objective
+from .worlds import render_worlds
 
 __version__ = "0.1.0"
 
