@@ -58,5 +58,3 @@ class InterimEnumELBO(TraceEnum_ELBO):
 
     def differentiable_loss(self, model, guide, *args, **kwargs):
         return super().differentiable_loss(self._scaled(model), guide, *args, **kwargs)
-
-

@@ -139,7 +139,8 @@ class SemiSupervisedM2(Recipe):
         if len(x_l):
             with pyro.plate("labelled", len(x_l)):
                 self._generate("_labelled", len(x_l), y_l, x_l)
-                pyro.sample("label", dist.Categorical(logits=self.classifier(self._features(x_l))), obs=y_l)
+                guess = dist.Categorical(logits=self.classifier(self._features(x_l)))
+                pyro.sample("label", guess, obs=y_l)
         if len(x_u):
             with pyro.plate("unlabelled", len(x_u)):
                 self._generate("", len(x_u), None, x_u)
