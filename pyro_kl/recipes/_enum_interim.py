@@ -2,9 +2,11 @@
 
 Each model site's log-probability is scaled (:func:`pyro.poutine.scale`) by the
 weight of the term it feeds: ``site_terms`` first, then observed sites to
-``distortion``, latent ones to ``rate``. Guide sites keep weight 1. This is
-exact for guide-side enumeration and for model-side enumeration at equal
-weights within each enumerated group; it keeps no ``last_terms``.
+``distortion``, latent ones to ``rate``, except that a latent site enumerated
+in the model goes with the observed sites it is summed with (``distortion``).
+Guide sites keep weight 1. This is exact for guide-side enumeration and for
+model-side enumeration at equal weights within each enumerated group; it
+keeps no ``last_terms``.
 """
 
 from typing import Any, Dict, Mapping, Optional
@@ -23,7 +25,9 @@ class _ScaleByTerm(Messenger):
     def _process_message(self, msg):
         if msg["type"] != "sample":
             return
-        term = self.site_terms.get(msg["name"], DISTORTION if msg["is_observed"] else RATE)
+        summed = msg["infer"].get("enumerate") == "parallel"
+        default = DISTORTION if msg["is_observed"] or summed else RATE
+        term = self.site_terms.get(msg["name"], default)
         weight = float(self.weights.get(term, 1.0))
         if weight != 1.0:
             msg["scale"] = weight * msg["scale"]
