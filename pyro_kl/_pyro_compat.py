@@ -21,11 +21,20 @@ CLONE_MARK = "__CLONE"
 """What Pyro appends to a plate's name when it clones the plate
 (``pyro.plate`` reused under another dim); the user's name comes before it."""
 
-GET_TRACE = "_get_trace"
-"""The :class:`~pyro.infer.ELBO` seam returning one (model, guide) trace pair."""
+ELBO_SEAMS = ("_get_trace", "_get_traces")
+"""The :class:`~pyro.infer.ELBO` methods :class:`~pyro_kl.WeightedELBO`
+overrides: one (model, guide) trace pair, and the generator of a call's pairs
+(both ``(self, model, guide, args, kwargs)``)."""
 
-LOSS_PARTICLE = "_differentiable_loss_particle"
-"""The :class:`~pyro.infer.Trace_ELBO` seam computing one particle's loss and surrogate."""
+
+def guess_max_plate_nesting(elbo, model, guide, args: tuple, kwargs: dict) -> None:
+    """Sets ``elbo.max_plate_nesting`` from one blocked run of the pair, as Pyro's ELBOs do."""
+    elbo._guess_max_plate_nesting(model, guide, args, kwargs)
+
+
+def vectorized_num_particles(elbo, fn):
+    """``fn`` inside Pyro's outermost particle plate (``num_particles_vectorized``)."""
+    return elbo._vectorized_num_particles(fn)
 
 
 def plate_label(plate_name: str) -> str:
@@ -40,12 +49,13 @@ def is_particle_plate(frame_name: str) -> bool:
 
 __all__ = [
     "CLONE_MARK",
-    "GET_TRACE",
-    "LOSS_PARTICLE",
+    "ELBO_SEAMS",
     "PARTICLE_PLATE",
     "generate_graph_specification",
     "get_model_relations",
+    "guess_max_plate_nesting",
     "is_particle_plate",
     "plate_label",
     "site_is_deterministic",
+    "vectorized_num_particles",
 ]

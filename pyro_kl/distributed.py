@@ -12,7 +12,6 @@ from typing import Dict, Mapping, Optional, Union
 
 import torch
 import torch.distributed as torch_dist
-from pyro.infer.util import is_validation_enabled
 
 _OPS = {
     "mean": "SUM",  # summed, then divided by the group's size
@@ -60,8 +59,9 @@ def all_reduce_terms(
     :param str op: ``"mean"`` (default), ``"sum"``, ``"min"`` or ``"max"``.
     :returns: term name -> reduced value, the same on every process.
     :rtype: dict
-    :raises ValueError: on an unknown ``op``, or (with Pyro's validation on)
-        when the processes name different terms.
+    :raises ValueError: on an unknown ``op``, or when the processes name
+        different terms (checked always, with one small collective first, so
+        that a mismatch fails on every process instead of hanging).
 
     Example::
 
@@ -83,16 +83,16 @@ def all_reduce_terms(
         return values
 
     device = _group_device(group)
-    if is_validation_enabled():
-        signature = _names_signature(names)
-        bounds = torch.tensor([signature, -signature], dtype=torch.float64, device=device)
-        torch_dist.all_reduce(bounds, op=torch_dist.ReduceOp.MAX, group=group)
-        if bounds[0].item() != signature or -bounds[1].item() != signature:
-            raise ValueError(
-                f"all_reduce_terms: the processes name different terms (this one: {names}). "
-                "Call it with the same model and guide on every process, or reduce "
-                "only the terms they share: {t: terms[t] for t in common_names}."
-            )
+    # a fixed-size check first, always: tensors of different sizes would hang
+    signature = _names_signature(names)
+    bounds = torch.tensor([signature, -signature], dtype=torch.float64, device=device)
+    torch_dist.all_reduce(bounds, op=torch_dist.ReduceOp.MAX, group=group)
+    if bounds[0].item() != signature or -bounds[1].item() != signature:
+        raise ValueError(
+            f"all_reduce_terms: the processes name different terms (this one: {names}). "
+            "Call it with the same model and guide on every process, or reduce "
+            "only the terms they share: {t: terms[t] for t in common_names}."
+        )
     if not names:
         return {}
     packed = torch.tensor([values[name] for name in names], dtype=torch.float64, device=device)

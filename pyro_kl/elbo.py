@@ -1,52 +1,43 @@
 """The weighted ELBO: ``loss = sum_t w_t * T_t`` over named information terms."""
 
-import math
 import warnings
-from collections import defaultdict
-from contextlib import contextmanager
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, Mapping, NamedTuple, Optional, Union
 
 import torch
-from pyro.distributions.util import is_identically_zero, scale_and_mask
 from pyro.infer import Trace_ELBO
-from pyro.infer.util import MultiFrameTensor, get_plate_stacks, is_validation_enabled, torch_item
-from torch.distributions import kl_divergence
+from pyro.infer.util import is_validation_enabled
 
+from . import enumeration
+from .estimators import TermEstimates, mean_of, monte_carlo_particle, weighted_loss
 from .terms import (
-    FACTOR,
-    JOINT,
     STANDARD_TERMS,
-    ModelTags,
+    TERMS,
     TermAssignment,
     assign_terms,
+    num_datapoints,
     structure_key,
 )
-from .weighting import Weight, check_weights, joint_weight, weights_at
+from .weighting import (
+    Controller,
+    ReadOnlyMap,
+    TermWeights,
+    Weight,
+    check_weights,
+    weight_of,
+)
 
 _MAX_CACHED_STRUCTURES = 64
 
 
-class _CallRecord:
-    """What one call of an ELBO method accumulates over its particles."""
+class CallEstimate(NamedTuple):
+    """The result of one call: the weighted loss, its surrogate, the terms."""
 
-    def __init__(self, weights: Dict[str, float], num_particles: int):
-        self.weights = weights
-        self.scale = 1.0 / num_particles
-        self.terms: Dict[str, float] = defaultdict(float)
-        self.loss = 0.0
-        self.used_weights: Dict[str, float] = dict(weights)
-
-
-def _analytic_kl(model_site, guide_site) -> Optional[torch.Tensor]:
-    """``KL(guide || model)`` of one latent site, scaled like its log-densities;
-    ``None`` where no closed form is registered or it does not fit the site."""
-    try:
-        kl = kl_divergence(guide_site["fn"], model_site["fn"])
-    except NotImplementedError:
-        return None
-    if not torch.is_tensor(kl) or kl.shape != guide_site["fn"].batch_shape:
-        return None
-    return scale_and_mask(kl, guide_site["scale"], guide_site["mask"])
+    loss: float
+    surrogate: Union[torch.Tensor, float]
+    terms: TermEstimates
+    weights: Dict[str, float]
+    trainable: bool
+    num_datapoints: int
 
 
 class WeightedELBO(Trace_ELBO):
@@ -55,32 +46,38 @@ class WeightedELBO(Trace_ELBO):
 
     Pyro's model is the *dream world* Q, the guide together with the data is
     the *real world* P, and Pyro's :class:`~pyro.infer.Trace_ELBO` loss is
-    ``I[P;Q] = KL(P || Q)`` up to the entropy of the data. Every sample site
-    contributes one summand, which feeds one term (see :mod:`pyro_kl.terms`):
-    observed sites feed ``distortion``, latents in a data plate ``rate``,
-    other latents ``complexity``. This class minimises
+    ``I[P;Q] + H``, ``I[P;Q] = KL(P || Q)`` plus the entropy H of the data.
+    Every sample site contributes one summand, which feeds one term (see
+    :mod:`pyro_kl.terms`): observed sites feed ``distortion``, latents in a
+    data plate ``rate``, other latents ``complexity``. This class minimises
 
     .. math:: \mathcal{L} = \sum_t w_t \, T_t
 
-    with the same estimators as Pyro: Monte Carlo with score-function terms
-    for non-reparameterized guide sites (the downstream cost is weighted), or,
-    with ``analytic_kl=True``, ``kl_divergence(guide, model)`` per latent site
-    where it is registered, falling back per site to Monte Carlo. With no
+    with Pyro's estimators: Monte Carlo with score-function terms for
+    non-reparameterized guide sites (the downstream cost is weighted); with
+    ``analytic_kl=True``, ``kl_divergence(guide, model)`` per latent site
+    where it is registered; and, for discrete sites configured for
+    enumeration, exact sums (see :mod:`pyro_kl.enumeration`). With no
     weights it gives :class:`~pyro.infer.Trace_ELBO`'s loss and gradients
-    (:class:`~pyro.infer.TraceMeanField_ELBO`'s with ``analytic_kl=True``).
+    (:class:`~pyro.infer.TraceMeanField_ELBO`'s with ``analytic_kl=True``,
+    :class:`~pyro.infer.TraceEnum_ELBO`'s for enumerated sites).
 
     After each call, :attr:`last_terms` holds the unweighted term estimates
     (nats, summed over the data and scaled for subsampling like the loss,
     averaged over particles) and :attr:`last_weights` the weights used, so
-    that ``loss == sum(last_weights[t] * last_terms[t])``.
+    that ``loss == sum(last_weights[t] * last_terms[t])`` (plus a
+    controller's constant, see :mod:`pyro_kl.controllers`).
 
-    :param dict weights: term name -> weight; a float ``>= 0`` or a schedule,
-        a callable of the step count (see :mod:`pyro_kl.schedules`). Terms not
-        named have weight 1. A weight of 0 removes its term's sites from the
-        loss (masked, so an infinite log-density cannot make a NaN); the term
-        is still reported.
-    :param dict site_terms: site name -> term name; overrides the default rule and
-        ``infer={"kl_term": ...}`` tags, so a model need not be edited.
+    :param elbo_args: :class:`~pyro.infer.ELBO`'s positional options in
+        Pyro's order (``num_particles``, ``max_plate_nesting``, ...).
+    :param dict weights: term name -> weight; a float ``>= 0``, a schedule
+        (a callable of the step count, see :mod:`pyro_kl.schedules`) or a
+        controller (see :mod:`pyro_kl.controllers`). Terms not named have
+        weight 1. A weight of 0 removes its term's sites from the loss (an
+        infinite log-density there cannot make a NaN); the term is still
+        reported. Weights are constants: a tensor that requires grad is refused.
+    :param dict site_terms: site name -> term name; overrides the default
+        rule and ``infer={"kl_term": ...}`` tags, so a model need not be edited.
     :param bool analytic_kl: use closed-form KL divergences where registered.
     :param elbo_kwargs: any :class:`~pyro.infer.ELBO` option:
         ``num_particles``, ``vectorize_particles``, ``max_plate_nesting``,
@@ -94,16 +91,23 @@ class WeightedELBO(Trace_ELBO):
             svi.step(x, y)
             print(elbo.last_terms)  # {'rate': ..., 'distortion': ..., ...}
 
-    .. note:: The step count :attr:`step` (used by schedules) advances on
-        every call that computes gradients: :meth:`loss_and_grads` (each
-        ``SVI.step``) and :meth:`differentiable_loss` with grad enabled (a
-        training loop over :meth:`~pyro.infer.ELBO.__call__`'s module).
-        Save and restore it with :meth:`state_dict` / :meth:`load_state_dict`.
+    .. note:: The step count :attr:`step` (used by schedules and
+        controllers) counts training steps: it advances once per
+        :meth:`loss_and_grads` (each ``SVI.step``) and once per backward pass
+        through a :meth:`differentiable_loss` (a training loop over
+        :meth:`~pyro.infer.ELBO.__call__`'s module), so a forward pass that is
+        never differentiated (such as the module's initialising call) does not
+        count. Save and restore it with :meth:`state_dict` /
+        :meth:`load_state_dict`.
     """
+
+    _weight_groups: tuple = ()
+    """Terms a preset weighs with one knob, e.g. ``(("rate", "complexity"),)``: a
+    weight on a term no site feeds is silent while another term of its group is fed."""
 
     def __init__(
         self,
-        *,
+        *elbo_args: Any,
         weights: Optional[Mapping[str, Weight]] = None,
         site_terms: Optional[Mapping[str, str]] = None,
         analytic_kl: bool = False,
@@ -115,19 +119,50 @@ class WeightedELBO(Trace_ELBO):
                 "WeightedELBO(terms=...) is renamed site_terms=...", FutureWarning, stacklevel=2
             )
             site_terms = terms if site_terms is None else site_terms
-        super().__init__(**elbo_kwargs)
-        self.weights = check_weights(weights)
-        self.site_terms = dict(site_terms or {})
-        for site, term in self.site_terms.items():
-            if not isinstance(term, str) or not term:
-                raise ValueError(f"terms['{site}'] = {term!r}; term names are non-empty strings.")
+        super().__init__(*elbo_args, **elbo_kwargs)
+        self.weights = weights
+        self.site_terms = site_terms
         self.analytic_kl = analytic_kl
         self.step = 0
         self.last_terms: Dict[str, float] = {}
         self.last_weights: Dict[str, float] = {}
-        self._record: Optional[_CallRecord] = None
-        self._warned_joint = False
+        self._enumerated_pairs: Dict[Any, bool] = {}
+        self._checked_structures: set = set()
+
+    # ---- configuration --------------------------------------------------
+
+    @property
+    def weights(self) -> ReadOnlyMap:
+        """Term name -> weight, read-only; assign a new dict to change them
+        (it is validated): ``elbo.weights = {**elbo.weights, "rate": 0.5}``."""
+        return self._weights
+
+    @weights.setter
+    def weights(self, weights: Optional[Mapping[str, Weight]]) -> None:
+        self._weights = ReadOnlyMap(check_weights(weights), "weights")
+        self._checked_structures = set()
+
+    @property
+    def site_terms(self) -> Mapping[str, str]:
+        """Site name -> term name, read-only; assign a new dict to change it."""
+        return self._site_terms
+
+    @site_terms.setter
+    def site_terms(self, site_terms: Optional[Mapping[str, str]]) -> None:
+        if site_terms is not None and not isinstance(site_terms, Mapping):
+            raise TypeError(
+                f"site_terms must be a dict {{site name: term name}}, got "
+                f"{type(site_terms).__name__}; e.g. site_terms={{'y': 'classification'}}."
+            )
+        checked = dict(site_terms or {})
+        for site, term in checked.items():
+            if not isinstance(term, str) or not term:
+                raise ValueError(
+                    f"site_terms['{site}'] = {term!r}; term names are non-empty strings."
+                )
+        self._site_terms = ReadOnlyMap(checked, "site_terms")
         self._assignments: Dict[tuple, TermAssignment] = {}
+        self._checked_structures = set()
 
     # ---- public API -----------------------------------------------------
 
@@ -136,23 +171,52 @@ class WeightedELBO(Trace_ELBO):
         :returns: an estimate of the weighted loss ``sum_t w_t T_t``.
         :rtype: float
         """
-        with self._recording(advance=False) as record, torch.no_grad():
-            super().differentiable_loss(model, guide, *args, **kwargs)
-        return record.loss
+        with torch.no_grad():
+            estimate = self._estimate(model, guide, args, kwargs)
+        self._record(estimate)
+        return estimate.loss
 
     def loss_and_grads(self, model, guide, *args, **kwargs) -> float:
         """Estimates the weighted loss and backpropagates its surrogate.
 
+        Gradients are computed once, after every particle's loss is known to
+        be finite, so a failing particle leaves no gradient behind.
+
         :returns: an estimate of the weighted loss.
         :rtype: float
         """
-        with self._recording(advance=True):
-            return super().loss_and_grads(model, guide, *args, **kwargs)
+        estimate = self._estimate(model, guide, args, kwargs)
+        surrogate = estimate.surrogate
+        if estimate.trainable and getattr(surrogate, "requires_grad", False):
+            surrogate.backward(retain_graph=self.retain_graph)
+        self._record(estimate)
+        self._finish_step(estimate)
+        return estimate.loss
 
     def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
-        """The weighted loss as a tensor whose gradient is the estimator's."""
-        with self._recording(advance=torch.is_grad_enabled()):
-            return super().differentiable_loss(model, guide, *args, **kwargs)
+        """The weighted loss as a tensor whose gradient is the estimator's.
+
+        A backward pass through it counts as one training step.
+        """
+        estimate = self._estimate(model, guide, args, kwargs)
+        self._record(estimate)
+        surrogate = estimate.surrogate
+        if not torch.is_tensor(surrogate):
+            return torch.tensor(estimate.loss)
+        loss = estimate.loss + (surrogate - surrogate.detach())
+        if loss.requires_grad:
+            loss.register_hook(lambda grad: self._finish_step(estimate))
+        return loss
+
+    def estimate_terms(self, model, guide, *args, **kwargs) -> Dict[str, float]:
+        """Estimates the unweighted terms without gradients or side effects:
+        :attr:`last_terms`, :attr:`last_weights` and :attr:`step` are kept.
+
+        :returns: term name -> estimate in nats.
+        :rtype: dict
+        """
+        with torch.no_grad():
+            return dict(self._estimate(model, guide, args, kwargs).terms.values)
 
     def terms(self, model, guide, *args, **kwargs) -> Dict[str, float]:
         """Deprecated spelling of :meth:`estimate_terms`."""
@@ -161,180 +225,161 @@ class WeightedELBO(Trace_ELBO):
         )
         return self.estimate_terms(model, guide, *args, **kwargs)
 
-    def estimate_terms(self, model, guide, *args, **kwargs) -> Dict[str, float]:
-        """Estimates the unweighted terms without gradients or side effects.
+    def state_dict(self) -> Dict[str, Any]:
+        """The ELBO's state (its step count and its controllers' state), for checkpoints."""
+        state: Dict[str, Any] = {"step": self.step}
+        controllers = {
+            term: weight.state_dict()
+            for term, weight in self._weights.items()
+            if isinstance(weight, Controller)
+        }
+        if controllers:
+            state["controllers"] = controllers
+        return state
 
-        :returns: term name -> estimate in nats.
-        :rtype: dict
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restores :meth:`state_dict`, so schedules and controllers continue where they were.
+
+        :raises ValueError: if the step is missing, negative or not a whole number.
         """
-        last = self.last_terms, self.last_weights, self.step
-        try:
-            with self._recording(advance=False) as record, torch.no_grad():
-                super().differentiable_loss(model, guide, *args, **kwargs)
-        finally:
-            self.last_terms, self.last_weights, self.step = last
-        return dict(record.terms)
-
-    def state_dict(self) -> Dict[str, int]:
-        """The ELBO's state (its step count), for checkpoints."""
-        return {"step": self.step}
-
-    def load_state_dict(self, state: Mapping[str, int]) -> None:
-        """Restores :meth:`state_dict`, so schedules continue where they were."""
-        self.step = int(state["step"])
-
-    # ---- bookkeeping ----------------------------------------------------
-
-    @contextmanager
-    def _recording(self, advance: bool):
-        record = _CallRecord(weights_at(self.weights, self.step), self.num_particles)
-        outer, self._record = self._record, record
-        try:
-            yield record
-        finally:
-            self._record = outer
-        self.last_terms = dict(record.terms)
-        self.last_weights = record.used_weights
-        if advance:
-            self.step += 1
-
-    def _weights_of(
-        self, assignment: TermAssignment, weights: Dict[str, float]
-    ) -> Dict[str, float]:
-        """Term -> weight for every term of this trace pair."""
-        used = {term: weights.get(term, 1.0) for term in assignment.model.values()}
-        for term in assignment.guide.values():
-            used.setdefault(term, weights.get(term, 1.0))
-        if assignment.joint:
-            if not self._warned_joint:
-                self._warned_joint = True
-                warnings.warn(
-                    f"The guide's log-density at {sorted(assignment.joint)} stands for "
-                    "several sites at once and cannot be split per site; it is reported "
-                    f"under the term '{JOINT}' and the total stays exact. For a per-site "
-                    "split use a guide that samples each site on its own (e.g. AutoNormal).",
-                    UserWarning,
-                )
-            used[JOINT] = joint_weight(assignment, weights)
-            if used[JOINT] is None:
-                joint_sites = [s for sites in assignment.joint.values() for s in sites]
-                spanned = sorted({assignment.model[s] for s in joint_sites})
+        step = state.get("step") if isinstance(state, Mapping) else None
+        if isinstance(step, torch.Tensor) and step.numel() == 1:
+            step = step.item()
+        if isinstance(step, bool) or not isinstance(step, (int, float)) or step != int(step):
+            raise ValueError(
+                f"load_state_dict needs {{'step': a whole number >= 0}}, got {state!r}; "
+                "pass what elbo.state_dict() returned."
+            )
+        if step < 0:
+            raise ValueError(f"load_state_dict got step={step}; the step count is >= 0.")
+        self.step = int(step)
+        for term, controller_state in state.get("controllers", {}).items():
+            weight = self._weights.get(term)
+            if not isinstance(weight, Controller):
                 raise ValueError(
-                    f"The guide's joint log-density spans terms {spanned} whose weights "
-                    f"differ ({ {t: used[t] for t in spanned} }), so it cannot be weighted. "
-                    "Use a guide that samples each site on its own (e.g. AutoNormal), "
-                    f"equal weights, or set weights['{JOINT}'] explicitly."
+                    f"The state holds a controller for term '{term}', but this ELBO's "
+                    f"weight there is {weight!r}; build the ELBO with the same weights."
                 )
-        if is_validation_enabled():
-            unused = set(weights) - set(used) - set(STANDARD_TERMS) - {FACTOR, JOINT}
-            if unused:
-                raise ValueError(
-                    f"weights name term(s) {sorted(unused)} that no site feeds; this "
-                    f"model's terms are {sorted(used)}. Fix the term names, or send "
-                    "sites to them with site_terms={site: term} or infer={'kl_term': term}."
-                )
-        return used
+            weight.load_state_dict(controller_state)
 
-    # ---- the estimator (Pyro's seams) ------------------------------------
+    # ---- one call -------------------------------------------------------
+
+    def _estimate(self, model, guide, args, kwargs) -> CallEstimate:
+        particles = []
+        assignment = None
+        trainable = False
+        for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
+            assignment = self._assignment(model_trace, guide_trace)
+            if enumeration.is_packed(guide_trace):
+                particle = enumeration.enumerated_particle(model_trace, guide_trace, assignment)
+            else:
+                particle = monte_carlo_particle(
+                    model_trace, guide_trace, assignment, use_analytic_kl=self.analytic_kl
+                )
+            particles.append(particle)
+            trainable = trainable or any(
+                site["type"] == "param"
+                for trace in (model_trace, guide_trace)
+                for site in trace.nodes.values()
+            )
+        terms = mean_of(particles, self.num_particles)
+        step_weights = TermWeights(self._weights, self.step)
+        num_data = num_datapoints(model_trace) if step_weights.controllers else 1
+        weights, offset = step_weights.resolve(terms.values, assignment, num_data)
+        loss, surrogate = weighted_loss(terms, weights, offset)
+        return CallEstimate(loss, surrogate, terms, weights, trainable, num_data)
+
+    def _record(self, estimate: CallEstimate) -> None:
+        self.last_terms = dict(estimate.terms.values)
+        self.last_weights = dict(estimate.weights)
+
+    def _finish_step(self, estimate: CallEstimate) -> None:
+        """After a training step: update the controllers, count the step."""
+        controllers = {
+            id(w): w for w in self._weights.values() if isinstance(w, Controller)
+        }
+        if controllers:
+            from .distributed import all_reduce_terms
+
+            values = all_reduce_terms(estimate.terms.values)
+            for controller in controllers.values():
+                controlled = [t for t, w in self._weights.items() if w is controller]
+                value = sum(values.get(t, 0.0) for t in controlled) / estimate.num_datapoints
+                controller.update(self.step, value)
+        self.step += 1
+
+    # ---- traces and terms (Pyro's seams) --------------------------------
+
+    def _get_traces(self, model, guide, args, kwargs):
+        yield from enumeration.traces(self, super()._get_traces, model, guide, args, kwargs)
 
     def _get_trace(self, model, guide, args, kwargs):
-        tags = ModelTags()
-        model_trace, guide_trace = super()._get_trace(tags(model), guide, args, kwargs)
-        tags.restore(model_trace)
-        return model_trace, guide_trace
+        return enumeration.trace_pair(self, model, guide, args, kwargs)
 
     def _assignment(self, model_trace, guide_trace) -> TermAssignment:
-        """The term of every site, computed once per trace structure."""
+        """The term of every site, computed and checked once per trace structure."""
         key = (structure_key(model_trace), structure_key(guide_trace))
         assignment = self._assignments.get(key)
         if assignment is None:
-            assignment = assign_terms(model_trace, guide_trace, self.site_terms)
+            assignment = assign_terms(model_trace, guide_trace, self._site_terms)
             if len(self._assignments) >= _MAX_CACHED_STRUCTURES:
                 self._assignments.clear()  # a model whose structure keeps changing
             self._assignments[key] = assignment
+        if key not in self._checked_structures:
+            self._check_weights_against(assignment)
+            self._checked_structures.add(key)
         return assignment
 
-    def _differentiable_loss_particle(self, model_trace, guide_trace):
-        record = self._record
-        assignment = self._assignment(model_trace, guide_trace)
-        weights = self._weights_of(assignment, record.weights)
-        record.used_weights.update(weights)
-
-        guide_nodes = guide_trace.nodes
-        score_sites = [
-            guide_nodes[name]
-            for name in assignment.guide
-            if not is_identically_zero(guide_nodes[name]["score_parts"].score_function)
-        ]
-        # plate stacks and downstream costs only feed score-function terms
-        stacks = get_plate_stacks(model_trace) if score_sites else None
-        values: Dict[str, float] = {}  # term -> unweighted estimate (float)
-        pathwise: Dict[str, Any] = {}  # term -> unweighted pathwise part (tensor)
-        contributions = []  # (site, term, value) for error messages
-        costs = []  # (frames, weighted ELBO-direction cost) for score functions
-        analytic = set()
-
-        def add(name, term, value, part):
-            values[term] = values.get(term, 0.0) + value
-            contributions.append((name, term, value))
-            if not is_identically_zero(part):
-                pathwise[term] = pathwise[term] + part if term in pathwise else part
-
-        for name, term in assignment.model.items():
-            site = model_trace.nodes[name]
-            guide_site = None if site["is_observed"] else guide_nodes[name]
-            kl = _analytic_kl(site, guide_site) if guide_site and self.analytic_kl else None
-            if kl is not None:
-                analytic.add(name)
-                kl_sum = kl.sum()
-                add(name, term, torch_item(kl_sum), kl_sum)
-                if score_sites and weights[term]:
-                    costs.append((stacks[name], weights[term] * kl.detach()))
-            else:
-                lp_sum = site["log_prob_sum"]
-                add(name, term, -torch_item(lp_sum), -lp_sum)
-                if score_sites and weights[term]:
-                    log_r = site["log_prob"].detach()
-                    if guide_site is not None:
-                        log_r = log_r - guide_site["log_prob"].detach()
-                    costs.append((stacks[name], -weights[term] * log_r))
-
-        for name, term in assignment.guide.items():
-            if name in analytic:
-                continue
-            site = guide_nodes[name]
-            entropy_term = site["score_parts"].entropy_term
-            if torch.is_tensor(entropy_term):
-                entropy_term = entropy_term.sum()
-            add(name, term, torch_item(site["log_prob_sum"]), entropy_term)
-
-        loss = 0.0  # sum_t w_t T_t, as a float
-        surrogate = 0.0  # its pathwise part, as a tensor: one multiply per term
-        for term, value in values.items():
-            record.terms[term] += value * record.scale
-            weight = weights[term]
-            if weight == 0.0:
-                continue
-            part = pathwise.get(term)
-            if weight != 1.0:
-                value = weight * value
-                part = None if part is None else weight * part
-            loss = loss + value
-            if part is not None:
-                surrogate = surrogate + part
-
-        if score_sites:
-            downstream_cost = MultiFrameTensor(*costs)
-            for site in score_sites:
-                cost = downstream_cost.sum_to(site["cond_indep_stack"])
-                surrogate = surrogate + (cost * site["score_parts"].score_function).sum()
-
-        if not math.isfinite(loss):
-            bad = [f"'{n}' (term '{t}': {v})" for n, t, v in contributions if not math.isfinite(v)]
+    def _check_weights_against(self, assignment: TermAssignment) -> None:
+        """Cheap checks of the weights against the terms a model feeds, once per
+        structure and whether or not Pyro's validation is on."""
+        fed = set(assignment.model.values()) | set(assignment.guide.values())
+        unknown = sorted(
+            t for t in self._weights if t not in fed and t not in TERMS
+        )
+        if unknown:
             raise ValueError(
-                f"The loss is {loss}; non-finite contributions come from site(s) "
-                f"{', '.join(bad) or 'none alone (overflow in the sum)'}. Check these "
-                "sites' parameters and support, or give their term weight 0."
+                f"weights name term(s) {unknown} that no site feeds; this model's terms "
+                f"are {sorted(fed)}. Fix the term names, or send sites to them with "
+                "site_terms={site: term} or infer={'kl_term': term}."
             )
-        record.loss += loss * record.scale
-        return loss, surrogate
+        for term, weight in self._weights.items():
+            group = next((g for g in self._weight_groups if term in g), (term,))
+            if any(t in fed for t in group):
+                continue
+            if isinstance(weight, Controller):
+                raise ValueError(
+                    f"A controller weighs term '{term}', which no site of this model "
+                    f"feeds (its terms are {sorted(fed)}). Send sites to it with "
+                    "site_terms={site: term} or infer={'kl_term': term}."
+                )
+            if term not in STANDARD_TERMS or (isinstance(weight, float) and weight == 1.0):
+                continue
+            warnings.warn(
+                f"The weight {weight!r} on term '{term}' has no effect: no site of this "
+                f"model feeds '{term}' (its terms are {sorted(fed)}). Send sites to it "
+                f"with site_terms={{site: '{term}'}} or infer={{'kl_term': '{term}'}}.",
+                UserWarning,
+                stacklevel=4,
+            )
+        if assignment.unmatched:
+            warnings.warn(
+                f"Guide site(s) {list(assignment.unmatched)} are not in the model and not "
+                "marked infer={'is_auxiliary': True}. Their log-density still enters the "
+                "loss, as in Pyro's ELBOs, and is reported under the term of the model "
+                "sites sampled after them ('joint' when there are several). Remove them "
+                "from the guide, or mark them auxiliary if they stand for model sites.",
+                UserWarning,
+                stacklevel=4,
+            )
+        if assignment.joint and is_validation_enabled():
+            spanned = {assignment.model[s] for sites in assignment.joint.values() for s in sites}
+            fixed = {t: w for t, w in self._weights.items() if not callable(w)}
+            if len({weight_of(t, fixed) for t in spanned}) > 1 and "joint" in self._weights:
+                warnings.warn(
+                    f"The guide's joint log-density at {sorted(assignment.joint)} spans "
+                    f"terms {sorted(spanned)} of different weights; it is weighted by "
+                    f"weights['joint'] = {self._weights['joint']!r} as a whole.",
+                    UserWarning,
+                    stacklevel=4,
+                )

@@ -7,6 +7,19 @@ from .terms import CLASSIFICATION, COMPLEXITY, DISTORTION, RATE
 from .weighting import Weight
 
 
+def _weight_property(*terms: str) -> property:
+    """A preset's weight attribute (``beta``, ...): reads the weight of
+    ``terms[0]``; setting it validates the value and weighs all ``terms``."""
+
+    def get(self) -> Weight:
+        return self.weights[terms[0]]
+
+    def set(self, value: Weight) -> None:
+        self.weights = {**self.weights, **{term: value for term in terms}}
+
+    return property(get, set, doc=f"The weight of {' and '.join(terms)}; settable.")
+
+
 class RateDistortionELBO(WeightedELBO):
     r"""The β-VAE objective ``D + β·(R + S)``.
 
@@ -19,7 +32,7 @@ class RateDistortionELBO(WeightedELBO):
     :param beta: the weight of rate and complexity, a float ``>= 0`` or a
         schedule of the step count.
     :param kwargs: any :class:`WeightedELBO` or :class:`~pyro.infer.ELBO`
-        option (``terms``, ``analytic_kl``, ``num_particles``, ...).
+        option (``site_terms``, ``analytic_kl``, ``num_particles``, ...).
 
     Example::
 
@@ -27,8 +40,10 @@ class RateDistortionELBO(WeightedELBO):
         svi = SVI(vae.model, vae.guide, Adam({"lr": 1e-3}), loss=elbo)
     """
 
+    _weight_groups = ((RATE, COMPLEXITY),)
+    beta = _weight_property(RATE, COMPLEXITY)
+
     def __init__(self, beta: Weight = 1.0, **kwargs: Any):
-        self.beta = beta
         super().__init__(weights={RATE: beta, COMPLEXITY: beta}, **kwargs)
 
 
@@ -50,8 +65,10 @@ class BetaGammaELBO(WeightedELBO):
         elbo = BetaGammaELBO(beta=1.0, gamma=10.0, site_terms={"y": "classification"})
     """
 
+    beta = _weight_property(DISTORTION)
+    gamma = _weight_property(CLASSIFICATION)
+
     def __init__(self, beta: Weight = 1.0, gamma: Weight = 1.0, **kwargs: Any):
-        self.beta, self.gamma = beta, gamma
         super().__init__(weights={DISTORTION: beta, CLASSIFICATION: gamma}, **kwargs)
 
 
@@ -72,9 +89,12 @@ class TherMLELBO(WeightedELBO):
         elbo = TherMLELBO(gamma=1.0, delta=0.1, sigma=1e-3, site_terms={"y": "classification"})
     """
 
+    gamma = _weight_property(CLASSIFICATION)
+    delta = _weight_property(DISTORTION)
+    sigma = _weight_property(COMPLEXITY)
+
     def __init__(
         self, gamma: Weight = 1.0, delta: Weight = 1.0, sigma: Weight = 1.0, **kwargs: Any
     ):
-        self.gamma, self.delta, self.sigma = gamma, delta, sigma
         weights = {CLASSIFICATION: gamma, DISTORTION: delta, COMPLEXITY: sigma}
         super().__init__(weights=weights, **kwargs)

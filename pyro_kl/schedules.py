@@ -1,9 +1,29 @@
 """Weight schedules: callables of the step count, for any term weight.
 
-The step count is the number of gradient steps an ELBO has taken (its
-``step`` attribute; the first step is step 0). Schedules hold no state of
+The step count is the number of training steps an ELBO has taken (its
+``step`` attribute; the first step is step 0; see
+:class:`~pyro_kl.WeightedELBO` for what counts). Schedules hold no state of
 their own, so a run resumed from ``elbo.state_dict()`` continues exactly.
 """
+
+import math
+import numbers
+
+
+def _whole(name: str, value, *, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a whole number >= {minimum}, got {value!r}.")
+    if value != int(value) or value < minimum:
+        raise ValueError(f"{name} must be a whole number >= {minimum}, got {value!r}.")
+    return int(value)
+
+
+def _weight(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be a float >= 0 (a weight), got {value!r}.")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite weight >= 0, got {value!r}.")
+    return float(value)
 
 
 class LinearWarmup:
@@ -20,13 +40,19 @@ class LinearWarmup:
     """
 
     def __init__(self, end: float = 1.0, *, steps: int, start: float = 0.0, delay: int = 0):
-        if steps <= 0 or delay < 0:
-            raise ValueError("LinearWarmup needs steps > 0 and delay >= 0.")
-        self.start, self.end, self.steps, self.delay = start, end, steps, delay
+        self.steps = _whole("LinearWarmup's steps", steps, minimum=1)
+        self.delay = _whole("LinearWarmup's delay", delay, minimum=0)
+        self.end = _weight("LinearWarmup's end", end)
+        self.start = _weight("LinearWarmup's start", start)
 
     def __call__(self, step: int) -> float:
         progress = min(max(step - self.delay, 0) / self.steps, 1.0)
         return self.start + (self.end - self.start) * progress
+
+    def describe(self) -> str:
+        """The schedule in words, e.g. ``"warm-up 0→1 over 300 steps"``."""
+        delay = f" after {self.delay} steps" if self.delay else ""
+        return f"warm-up {self.start:g}→{self.end:g} over {self.steps} steps{delay}"
 
     def __repr__(self) -> str:
         return (
@@ -53,13 +79,20 @@ class CyclicalAnnealing:
     """
 
     def __init__(self, period: int, *, ratio: float = 0.5, low: float = 0.0, high: float = 1.0):
-        if period <= 0 or not 0 < ratio <= 1:
-            raise ValueError("CyclicalAnnealing needs period > 0 and 0 < ratio <= 1.")
-        self.period, self.ratio, self.low, self.high = period, ratio, low, high
+        self.period = _whole("CyclicalAnnealing's period", period, minimum=1)
+        if isinstance(ratio, bool) or not isinstance(ratio, numbers.Real) or not 0 < ratio <= 1:
+            raise ValueError(f"CyclicalAnnealing's ratio must be in (0, 1], got {ratio!r}.")
+        self.ratio = float(ratio)
+        self.low = _weight("CyclicalAnnealing's low", low)
+        self.high = _weight("CyclicalAnnealing's high", high)
 
     def __call__(self, step: int) -> float:
         progress = min((step % self.period) / (self.ratio * self.period), 1.0)
         return self.low + (self.high - self.low) * progress
+
+    def describe(self) -> str:
+        """The schedule in words, e.g. ``"cyclical 0→1, period 500 steps"``."""
+        return f"cyclical {self.low:g}→{self.high:g}, period {self.period} steps"
 
     def __repr__(self) -> str:
         return (

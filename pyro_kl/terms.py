@@ -37,6 +37,11 @@ FACTOR = "factor"
 JOINT = "joint"
 """Key of the guide's joint log-density when it cannot be split per site."""
 
+MARGINAL_TERM_JOIN = "+"
+"""Joins the terms of the sites that one model-side marginal (a discrete site
+summed out in the model with the sites that depend on it) stands for, when
+those sites feed different terms: ``"classification+distortion"``."""
+
 TAG = "kl_term"
 """The ``infer`` key with which a site chooses its term."""
 
@@ -107,11 +112,18 @@ class TermAssignment(NamedTuple):
     :ivar dict guide: guide site name -> term, for every site that counts.
     :ivar dict joint: auxiliary guide site -> the latent sites it stands for,
         for the guide sites whose log-density cannot be split per site.
+    :ivar tuple summed_out: latent model sites the guide lacks that are
+        enumerated in the model: summed out with the sites that depend on
+        them, they feed no term of their own.
+    :ivar tuple unmatched: guide sites that are neither in the model nor
+        marked ``infer={"is_auxiliary": True}``.
     """
 
     model: Dict[str, str]
     guide: Dict[str, str]
     joint: Dict[str, Tuple[str, ...]]
+    summed_out: Tuple[str, ...] = ()
+    unmatched: Tuple[str, ...] = ()
 
     def sites_by_term(self) -> Dict[str, Tuple[str, ...]]:
         """Term -> the site names feeding it, model sites first, in trace order."""
@@ -189,6 +201,25 @@ def data_plates(model_trace: Trace) -> Set[str]:
     return plates
 
 
+def num_datapoints(model_trace: Trace) -> int:
+    """The number of datapoints a model trace's terms sum over: the full size
+    (not the subsample size) of each outermost plate holding data, added over
+    such plates; 1 when no plate holds data."""
+    sizes: Dict[str, int] = {}
+    for _, site in _sample_sites(model_trace):
+        if is_data_site(site):
+            frames = [f for f in site["cond_indep_stack"] if not is_particle_plate(f.name)]
+            if frames:
+                outermost = min(frames, key=lambda f: f.dim if f.dim is not None else 0)
+                sizes[outermost.name] = outermost.size
+    return max(1, sum(sizes.values()))
+
+
+def is_enumerated(site) -> bool:
+    """Whether a site is configured for enumeration (parallel or sequential)."""
+    return site["infer"].get("enumerate") in ("parallel", "sequential")
+
+
 def default_term(site, data_plate_names: Set[str]) -> Optional[str]:
     """The term a model site feeds by the default rule (``None``: no term)."""
     if site_is_deterministic(site):
@@ -243,15 +274,26 @@ def assign_terms(
 
     plates = data_plates(model_trace)
     model: Dict[str, str] = {}
+    summed_out = []
     for name, site in model_sites.items():
         term = _explicit(name, site, terms)
         if not site["is_observed"]:
             guide_site = guide_sites.get(name)
+            if guide_site is None and site["infer"].get("enumerate") == "parallel":
+                summed_out.append(name)
+                continue
+            if guide_site is None and is_enumerated(site):
+                raise ValueError(
+                    f"Model site '{name}' is configured for sequential enumeration, which "
+                    "only the guide supports; use infer={'enumerate': 'parallel'} in the "
+                    "model (and a max_plate_nesting), as Pyro's TraceEnum_ELBO requires."
+                )
             if guide_site is None:
                 raise ValueError(
                     f"Latent model site '{name}' is missing from the guide. Sample "
-                    f"'{name}' in the guide (or observe it in the model) so that "
-                    "its rate or complexity can be computed."
+                    f"'{name}' in the guide, observe it in the model, or, if it is "
+                    "discrete, sum it out in the model with infer={'enumerate': "
+                    "'parallel'} (or @config_enumerate) and a max_plate_nesting."
                 )
             guide_tag = guide_site["infer"].get(TAG)
             if name not in terms and guide_tag is not None:
@@ -270,6 +312,7 @@ def assign_terms(
 
     guide: Dict[str, str] = {}
     joint: Dict[str, Tuple[str, ...]] = {}
+    unmatched = []
     pending: Optional[str] = None  # the auxiliary site waiting for its latents
     pending_for: list = []
 
@@ -295,10 +338,12 @@ def assign_terms(
         if term is not None:
             guide[name] = term
             continue
+        if not site["infer"].get("is_auxiliary", False):
+            unmatched.append(name)
         close_pending()
         pending, pending_for = name, []
     close_pending()
-    return TermAssignment(model, guide, joint)
+    return TermAssignment(model, guide, joint, tuple(summed_out), tuple(unmatched))
 
 
 def structure_key(trace: Trace) -> tuple:
@@ -311,6 +356,8 @@ def structure_key(trace: Trace) -> tuple:
             name,
             site["is_observed"],
             site["infer"].get(TAG),
+            site["infer"].get("is_auxiliary", False),
+            site["infer"].get("enumerate"),
             site_is_factor(site),
             site_is_deterministic(site),
             tuple(frame.name for frame in site["cond_indep_stack"]),

@@ -67,6 +67,7 @@ WEIGHTED_PRESETS = [
 ]
 
 
+@pytest.mark.filterwarnings("ignore:The weight .* has no effect")  # not every model has S
 @pytest.mark.parametrize("analytic_kl", [False, True])
 @pytest.mark.parametrize("model_name", list(MODELS))
 @pytest.mark.parametrize("make_elbo", WEIGHTED_PRESETS)

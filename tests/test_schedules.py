@@ -1,4 +1,5 @@
 import io
+import math
 
 import pyro
 import pytest
@@ -7,6 +8,7 @@ from pyro.infer import SVI
 from pyro.optim import Adam
 
 from pyro_kl import CyclicalAnnealing, LinearWarmup, RateDistortionELBO
+from pyro_kl.weighting import describe_weight
 
 from .model_zoo import MODELS
 
@@ -22,11 +24,32 @@ def test_cyclical_annealing_values():
 
 
 @pytest.mark.parametrize(
-    "make", [lambda: LinearWarmup(steps=0), lambda: CyclicalAnnealing(3, ratio=0)]
+    "make, message",
+    [
+        (lambda: LinearWarmup(steps=0), "steps must be a whole number >= 1"),
+        (lambda: LinearWarmup(steps=math.inf), "steps must be a whole number"),
+        (lambda: LinearWarmup(steps="100"), "steps must be a whole number"),
+        (lambda: LinearWarmup(steps=2.5), "steps must be a whole number"),
+        (lambda: LinearWarmup(-1.0, steps=10), "end must be a finite weight >= 0"),
+        (lambda: LinearWarmup(math.nan, steps=10), "end must be a finite weight"),
+        (lambda: LinearWarmup(steps=10, delay=-1), "delay must be a whole number >= 0"),
+        (lambda: CyclicalAnnealing(3, ratio=0), r"ratio must be in \(0, 1\]"),
+        (lambda: CyclicalAnnealing(0), "period must be a whole number >= 1"),
+        (lambda: CyclicalAnnealing(4, high=-2.0), "high must be a finite weight"),
+    ],
 )
-def test_bad_schedule_arguments(make):
-    with pytest.raises(ValueError, match="needs"):
+def test_bad_schedule_arguments_fail_when_the_schedule_is_made(make, message):
+    pyro.enable_validation(False)  # cheap checks always run
+    with pytest.raises(ValueError, match=message):
         make()
+
+
+def test_schedules_describe_themselves():
+    assert LinearWarmup(1.0, steps=300).describe() == "warm-up 0→1 over 300 steps"
+    assert describe_weight(LinearWarmup(1.0, steps=300), 100) == (
+        "warm-up 0→1 over 300 steps, now 0.333"
+    )
+    assert describe_weight(0.5, 100) is None
 
 
 def test_weights_follow_the_schedule_step_by_step():

@@ -80,15 +80,13 @@ def test_explicit_choices_win_model_tag_on_a_latent_survives_replay():
     assert elbo.last_weights["nuisance"] == 0.0
 
 
-def test_joint_guide_entropy_is_reported_under_its_own_key():
+def test_joint_guide_entropy_is_reported_under_its_own_key_quietly_at_equal_weights():
     model = regression_model
     guide = AutoMultivariateNormal(model)
-    elbo = RateDistortionELBO(beta=0.5)
-    with pytest.warns(UserWarning, match="cannot be split per site"):
-        elbo.loss(model, guide, X)
+    elbo = RateDistortionELBO(beta=0.5)  # rate and complexity share beta: nothing is lost
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        loss = elbo.loss(model, guide, X)  # warned once only
+        loss = elbo.loss(model, guide, X)
     assert JOINT in elbo.last_terms
     assert elbo.last_weights[JOINT] == 0.5
     assert loss == pytest.approx(sum(elbo.last_weights[t] * v for t, v in elbo.last_terms.items()))
@@ -96,12 +94,36 @@ def test_joint_guide_entropy_is_reported_under_its_own_key():
     pyro.set_rng_seed(1)
     expected = Trace_ELBO().loss(model, guide, X)
     pyro.set_rng_seed(1)
-    with pytest.warns(UserWarning, match="cannot be split"):
-        assert WeightedELBO().loss(model, guide, X) == pytest.approx(expected, rel=1e-6)
-    # weights that differ across the joint's sites cannot be applied
-    with pytest.warns(UserWarning, match="cannot be split"):
-        with pytest.raises(ValueError, match="spans terms \\['complexity', 'rate'\\]"):
-            TherMLELBO(sigma=2.0).loss(model, guide, X)
+    assert WeightedELBO().loss(model, guide, X) == pytest.approx(expected, rel=1e-6)
+
+
+def test_joint_guide_entropy_across_different_weights_names_the_terms():
+    model, guide = regression_model, AutoMultivariateNormal(regression_model)
+    with pytest.raises(ValueError, match=r"spans terms whose weights differ.*'complexity': 2\.0"):
+        TherMLELBO(sigma=2.0).loss(model, guide, X)
+    # an explicit joint weight is used, with a warning naming the terms it spans
+    elbo = TherMLELBO(sigma=2.0)
+    elbo.weights = {**elbo.weights, JOINT: 1.5}
+    with pytest.warns(UserWarning, match=r"spans terms \['complexity', 'rate'\] of different"):
+        elbo.loss(model, guide, X)
+    assert elbo.last_weights[JOINT] == 1.5
+
+
+def test_unmatched_guide_site_warning_says_what_happened():
+    def model(x):
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+    def guide(x):
+        pyro.sample("extra", dist.Normal(0.0, 1.0))
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", dist.Normal(0.0, 1.0))
+
+    pyro.enable_validation(False)  # Pyro's own check is off; ours still speaks
+    match = r"\['extra'\] are not in the model.*still enters the loss"
+    with pytest.warns(UserWarning, match=match):
+        WeightedELBO().loss(model, guide, X)
 
 
 def test_elbo_module_trains_with_a_torch_optimizer_and_matches_trace_elbo():

@@ -33,6 +33,7 @@ def _kernel_manager():
     return manager
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=os.path.basename)
 def test_notebook_runs_in_smoke_mode(path):
     notebook = nbformat.read(path, as_version=4)
