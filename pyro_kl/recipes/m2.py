@@ -10,7 +10,6 @@ from torch import nn
 from ..presets import BetaGammaELBO
 from ..terms import CLASSIFICATION, DISTORTION, RATE
 from ..weighting import Weight
-from ._enum_interim import InterimEnumELBO
 from .base import Recipe, check_num_data, seeded_generator
 from .data import labelled_blobs
 from .networks import GaussianHead, mlp
@@ -196,8 +195,7 @@ class SemiSupervisedM2(Recipe):
         guessed label is enumerated in dimension -2."""
         kwargs.setdefault("site_terms", {"label": CLASSIFICATION})
         kwargs.setdefault("max_plate_nesting", 1)
-        return InterimEnumELBO(weights={DISTORTION: beta, CLASSIFICATION: gamma}, **kwargs)
-        # once WeightedELBO enumerates: return BetaGammaELBO(beta=beta, gamma=gamma, **kwargs)
+        return BetaGammaELBO(beta=beta, gamma=gamma, **kwargs)
 
 
 def _check_mask(labelled: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

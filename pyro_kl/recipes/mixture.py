@@ -9,7 +9,6 @@ from torch.distributions import constraints
 
 from ..elbo import WeightedELBO
 from ..terms import DISTORTION
-from ._enum_interim import InterimEnumELBO
 from .base import Recipe, check_num_data
 from .data import labelled_blobs
 
@@ -107,5 +106,4 @@ class GaussianMixture(Recipe):
         """The ELBO of ``β·D`` with one plate (``max_plate_nesting=1``), so the
         assignment is enumerated in dimension -2."""
         kwargs.setdefault("max_plate_nesting", 1)
-        return InterimEnumELBO(weights={DISTORTION: beta}, **kwargs)
-        # once WeightedELBO enumerates: return WeightedELBO(weights={DISTORTION: beta}, **kwargs)
+        return WeightedELBO(weights={DISTORTION: beta}, **kwargs)
