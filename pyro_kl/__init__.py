@@ -1,18 +1,21 @@
 """pyro_kl: Pyro objectives as KL(real world || dream world), split into named terms."""
 
-from .diagnostics import active_units
-from .diagnostics import bits_per_dimension
-from .diagnostics import code_length
-from .diagnostics import elbo_surgery
-from .diagnostics import evaluate
-from .diagnostics import iwae_bound
-from .diagnostics import rate_per_dimension
+from .controllers import GECO, PIControl, Target
+from .diagnostics import (
+    active_units,
+    bits_per_dimension,
+    code_length,
+    elbo_surgery,
+    evaluate,
+    iwae_bound,
+    rate_per_dimension,
+)
 from .distributed import all_reduce_terms
 from .elbo import WeightedELBO
+from .objective import Objective, derive_objective
 from .presets import BetaGammaELBO, RateDistortionELBO, TherMLELBO
 from .schedules import CyclicalAnnealing, LinearWarmup
 from .terms import CLASSIFICATION, COMPLEXITY, DISTORTION, FACTOR, JOINT, RATE, assign_terms
-from .objective import Objective, derive_objective
 from .worlds import render_worlds
 
 __version__ = "0.1.0"
@@ -24,11 +27,14 @@ __all__ = [
     "CyclicalAnnealing",
     "DISTORTION",
     "FACTOR",
+    "GECO",
     "JOINT",
     "LinearWarmup",
     "Objective",
+    "PIControl",
     "RATE",
     "RateDistortionELBO",
+    "Target",
     "TherMLELBO",
     "WeightedELBO",
     "active_units",

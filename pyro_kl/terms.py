@@ -221,7 +221,7 @@ def num_datapoints(model_trace: Trace) -> int:
             frames = [f for f in site["cond_indep_stack"] if not is_particle_plate(f.name)]
             if frames:
                 outermost = min(frames, key=lambda f: f.dim if f.dim is not None else 0)
-                sizes[outermost.name] = outermost.size
+                sizes[outermost.name] = outermost.full_size or outermost.size
     return max(1, sum(sizes.values()))
 
 
