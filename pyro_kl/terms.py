@@ -146,9 +146,19 @@ class ModelTags(Messenger):
 
     Example::
 
+        def model(x):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0), infer={"kl_term": "bits"})
+            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+        def guide(x):
+            pyro.sample("z", dist.Normal(x / 2, 0.7))
+
+        x = torch.tensor(0.5)
+        guide_trace = poutine.trace(guide).get_trace(x)
         tags = ModelTags()
         model_trace = poutine.trace(poutine.replay(tags(model), guide_trace)).get_trace(x)
         tags.restore(model_trace)
+        assert model_trace.nodes["z"]["infer"]["kl_term"] == "bits"
     """
 
     def __init__(self):
@@ -257,9 +267,19 @@ def assign_terms(
 
     Example::
 
+        def model(x):
+            with pyro.plate("data", len(x)):
+                z = pyro.sample("z", dist.Normal(0.0, 1.0))
+                pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+        def guide(x):
+            with pyro.plate("data", len(x)):
+                pyro.sample("z", dist.Normal(x / 2, 0.7))
+
+        x = torch.randn(4)
         guide_trace = poutine.trace(guide).get_trace(x)
         model_trace = poutine.trace(poutine.replay(model, guide_trace)).get_trace(x)
-        assign_terms(model_trace, guide_trace).model  # {'z': 'rate', 'x': 'distortion'}
+        assert assign_terms(model_trace, guide_trace).model == {"z": "rate", "x": "distortion"}
     """
     terms = {} if site_terms is None else site_terms
     model_sites = dict(_sample_sites(model_trace))

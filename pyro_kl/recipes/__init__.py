@@ -23,6 +23,8 @@ from .bayes import BayesianInference
 from .bnn import BayesianNeuralNetwork
 from .density import DensityEstimation
 from .diffusion import VariationalDiffusion
+from .m2 import SemiSupervisedM2
+from .mixture import GaussianMixture
 from .prediction import VariationalPrediction
 from .semi_supervised import SemiSupervisedVAE
 from .supervised import SupervisedLearning
@@ -34,10 +36,12 @@ RECIPES: Dict[str, Type[Recipe]] = {
     recipe.name: recipe
     for recipe in (
         DensityEstimation,
+        GaussianMixture,
         SupervisedLearning,
         VAE,
         VIB,
         SemiSupervisedVAE,
+        SemiSupervisedM2,
         VariationalDiffusion,
         BayesianInference,
         BayesianNeuralNetwork,
@@ -51,8 +55,10 @@ __all__ = [
     "BayesianInference",
     "BayesianNeuralNetwork",
     "DensityEstimation",
+    "GaussianMixture",
     "RECIPES",
     "Recipe",
+    "SemiSupervisedM2",
     "SemiSupervisedVAE",
     "SupervisedLearning",
     "TherML",
