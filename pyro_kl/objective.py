@@ -182,14 +182,8 @@ def trace_pair(
 
     Example::
 
-        >>> import pyro, pyro.distributions as dist, torch
-        >>> def model(x):
-        ...     z = pyro.sample("z", dist.Normal(0.0, 1.0))
-        ...     pyro.sample("x", dist.Normal(z, 1.0), obs=x)
-        >>> def guide(x):
-        ...     pyro.sample("z", dist.Normal(0.5 * x, 1.0))
-        >>> trace_pair(model, guide, (torch.tensor(1.0),)).assignment.model
-        {'z': 'complexity', 'x': 'distortion'}
+        pair = trace_pair(vae.model, vae.guide, (x,))
+        pair.assignment.model  # {'z': 'rate', 'x': 'distortion'}
     """
     model_args, model_kwargs = _check_args(model_args, model_kwargs)
     site_terms = elbo_weighting(elbo).site_terms
@@ -240,7 +234,9 @@ def _weight_notes(weighting: ELBOWeighting, terms) -> Dict[str, str]:
     notes = {}
     for term in terms:
         if term in weighting.weights:
-            note = describe_weight(weighting.weights[term], weighting.step)
+            weight = weighting.weights[term]
+            shared = [t for t, w in weighting.weights.items() if w is weight]  # one controller
+            note = describe_weight(weight, weighting.step, terms=shared)
             if note:
                 notes[term] = note
     return notes
@@ -374,25 +370,11 @@ def derive_objective(
 
     Example::
 
-        >>> import pyro, pyro.distributions as dist, torch
-        >>> from pyro_kl import RateDistortionELBO
-        >>> def model(x):
-        ...     with pyro.plate("data", len(x)):
-        ...         z = pyro.sample("z", dist.Normal(0.0, 1.0))
-        ...         pyro.sample("x", dist.Normal(z, 1.0), obs=x)
-        >>> def guide(x):
-        ...     with pyro.plate("data", len(x)):
-        ...         pyro.sample("z", dist.Normal(0.5 * x, 1.0))
-        >>> x = torch.randn(3)
-        >>> derive_objective(model, guide, (x,)).equation
-        'I[P;Q] = D + R + const'
-        >>> objective = derive_objective(model, guide, (x,), elbo=RateDistortionELBO(beta=0.37))
-        >>> objective.equation
-        'L = D + 0.37·R'
-        >>> objective.latex
-        '\\mathcal{L} = D + 0.37\\,R'
-        >>> objective.sites_by_term
-        {'distortion': ('x',), 'rate': ('z',)}
+        derive_objective(vae.model, vae.guide, (x,)).equation  # 'I[P;Q] = D + R + const'
+        objective = derive_objective(vae.model, vae.guide, (x,), elbo=RateDistortionELBO(0.37))
+        objective.equation       # 'L = D + 0.37·R'
+        objective.latex          # '\\mathcal{L} = D + 0.37\\,R'; a notebook shows the formula
+        objective.sites_by_term  # {'distortion': ('x',), 'rate': ('z',)}
     """
     pair = trace_pair(model, guide, model_args, model_kwargs, elbo=elbo)
     return objective_from(pair, elbo)

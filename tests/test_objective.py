@@ -177,8 +177,8 @@ class HalfOfTheEstimate(Controller):
     def weight(self, step, estimate):
         return 0.5 * estimate
 
-    def describe(self, step):
-        return "half of the rate per datapoint"
+    def describe(self, step, *, terms=()):
+        return f"half of {' + '.join(terms)} per datapoint"
 
 
 def test_controller_weight_is_the_one_used_at_the_last_step():
@@ -186,8 +186,18 @@ def test_controller_weight_is_the_one_used_at_the_last_step():
     elbo = WeightedELBO(weights={"rate": HalfOfTheEstimate()})
     before = derive_objective(model, guide, args, elbo=elbo)
     assert before.weights["rate"] is None and before.equation == "L = D + S + ?·R"
-    assert before.weight_notes == {"rate": "half of the rate per datapoint"}
+    assert before.weight_notes == {"rate": "half of rate per datapoint"}
     elbo.loss(model, guide, *args)
     after = derive_objective(model, guide, args, elbo=elbo)
     assert after.weights["rate"] == pytest.approx(elbo.last_weights["rate"])
-    assert after.weights["rate"] != 1.0 and "half of the rate" in after.text
+    assert after.weights["rate"] != 1.0 and "half of rate per datapoint" in after.text
+
+
+def test_a_controller_shared_by_two_terms_is_described_on_both():
+    from pyro_kl.controllers import GECO
+
+    model, guide, args = global_local()
+    objective = derive_objective(model, guide, args, elbo=RateDistortionELBO(beta=GECO(3.0)))
+    assert objective.weight_notes["rate"].startswith("GECO on R + S, target 3")
+    assert objective.weight_notes["complexity"] == objective.weight_notes["rate"]
+    assert not objective.unit_weights

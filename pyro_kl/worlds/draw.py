@@ -62,19 +62,9 @@ def render_worlds(
 
     Example::
 
-        >>> import pyro, pyro.distributions as dist, torch
-        >>> from pyro_kl import RateDistortionELBO
-        >>> def model(x):
-        ...     with pyro.plate("data", len(x)):
-        ...         z = pyro.sample("z", dist.Normal(0.0, 1.0))
-        ...         pyro.sample("x", dist.Normal(z, 1.0), obs=x)
-        >>> def guide(x):
-        ...     with pyro.plate("data", len(x)):
-        ...         pyro.sample("z", dist.Normal(0.5 * x, 1.0))
-        >>> graph = render_worlds(model, guide, (torch.randn(3),),
-        ...                       elbo=RateDistortionELBO(beta=0.37))
-        >>> "L = D + 0.37·R" in graph.source
-        True
+        elbo = RateDistortionELBO(beta=0.37)
+        graph = render_worlds(vae.model, vae.guide, (x,), elbo=elbo, filename="vae_worlds.svg")
+        "L = D + 0.37·R" in graph.source  # True
     """
     spec = worlds_spec(
         model,

@@ -25,7 +25,7 @@ import pyro
 import pyro.distributions as dist
 import torch
 
-from .._pyro_compat import get_model_relations
+from .._pyro_compat import get_model_relations, site_is_deterministic
 from ..objective import TracedPair
 from ..terms import CLASSIFICATION, is_data_site
 
@@ -86,21 +86,28 @@ def candidate_inputs(
     pair: TracedPair, guide: Callable, args: tuple, kwargs: dict
 ) -> Dict[object, str]:
     """Slot -> data name for every tensor input that may be data (masks are
-    not): the name of the observed model site holding the same values, else
-    the argument's name in the guide's signature."""
-    observed = [
+    not): the name of the observed (or deterministic) model site holding the
+    same values, else
+    the argument's name in the guide's signature (followed by ``" (argument)"``
+    where a site of that name holds other values, e.g. a part of it)."""
+    observed = [  # data, and deterministic records of data
         (name, site["value"])
         for name, site in pair.model_trace.nodes.items()
-        if is_data_site(site)
+        if is_data_site(site) or (site["type"] == "sample" and site_is_deterministic(site))
     ]
     arg_names = _input_names(guide, args, kwargs)
+    sites = set(pair.model_trace.nodes) | set(pair.guide_trace.nodes)
     slots = [(i, a) for i, a in enumerate(args)] + list(kwargs.items())
     result: Dict[object, str] = {}
     for slot, value in slots:
         if not torch.is_tensor(value) or _is_mask(value):
             continue
         match = next((name for name, obs in observed if same_data(value, obs)), None)
-        result[slot] = match if match is not None else arg_names[slot]
+        if match is None:
+            match = arg_names[slot]
+            if match in sites:  # a site of that name holds other values (a part of it)
+                match = f"{match} (argument)"
+        result[slot] = match
     return result
 
 
