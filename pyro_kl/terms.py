@@ -83,8 +83,13 @@ USER_TERM_COLORS = ("#ccebc5", "#ffffb3", "#fddaec", "#d9d9d9", "#b3e2cd", "#f1e
 
 
 def term_symbol(term: str) -> str:
-    """The letter a term is written with (a user's term: its name)."""
-    return TERMS[term].symbol if term in TERMS else term
+    """The letter a term is written with (a user's term: its name; a model-side
+    marginal of several terms: their letters, e.g. ``"C+D"``)."""
+    if term in TERMS:
+        return TERMS[term].symbol
+    if MARGINAL_TERM_JOIN in term:
+        return MARGINAL_TERM_JOIN.join(term_symbol(part) for part in term.split(MARGINAL_TERM_JOIN))
+    return term
 
 
 def term_colors(terms: Iterable[str]) -> Dict[str, str]:

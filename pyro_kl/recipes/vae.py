@@ -58,7 +58,9 @@ class VAE(Recipe):
 
     name = "vae"
     title = "Variational autoencoder"
-    objective = "I[P;Q] = <log p(x) e(z|x) / (q(z) q(x|z))>_real = -H + D + β·R"
+    objective = (
+        "I[P;Q] = <log p(x) e(z|x) / (q(z) q(x|z))>_real = D + R - H; weighted: L = D + β·R"
+    )
     objective_terms = (DISTORTION, RATE)
 
     def __init__(

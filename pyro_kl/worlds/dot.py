@@ -237,4 +237,6 @@ def write(graph, filename: str) -> str:
             "Install it (apt install graphviz, brew install graphviz or conda install "
             "graphviz), or write the DOT source with a .gv suffix, which needs no `dot`."
         )
-    return graph.render(outfile=filename, format=fmt, cleanup=True)
+    with open(filename, "wb") as picture:  # no intermediate DOT file beside it
+        picture.write(graph.pipe(format=fmt))
+    return filename
