@@ -63,7 +63,7 @@ def all_reduce_terms(
         different terms (checked always, with one small collective first, so
         that a mismatch fails on every process instead of hanging).
 
-    Example::
+    Example (needs torch.distributed, one process per rank)::
 
         elbo = RateDistortionELBO(beta=0.5)
         loss_fn = DistributedDataParallel(elbo(model, guide))

@@ -40,7 +40,7 @@ from pyro.poutine.messenger import Messenger
 from pyro.poutine.trace_struct import Trace
 from pyro.util import check_traceenum_requirements
 
-from .estimators import TermEstimates
+from .estimators import TermEstimates, to_floats
 from ._pyro_compat import guess_max_plate_nesting, is_particle_plate, vectorized_num_particles
 from .terms import MARGINAL_TERM_JOIN, ModelTags, TermAssignment
 
@@ -331,18 +331,17 @@ def enumerated_particle(
         costs.setdefault(term, OrderedDict()).setdefault(ordering[name], []).append(cost)
 
     dice = Dice(guide_trace, ordering)
-    values: Dict[str, float] = {}
     surrogates: Dict[str, torch.Tensor] = {}
-    contributions = []
     for term, term_costs in costs.items():
         expected = dice.compute_expectation(term_costs)
-        surrogate = -expected if torch.is_tensor(expected) else torch.tensor(-expected)
-        values[term] = surrogate.item()
-        surrogates[term] = surrogate
-        sites = marginals.get(term) or [
-            n for n, t in {**assignment.model, **assignment.guide}.items() if t == term
-        ]
-        contributions.append((", ".join(sites), term, values[term]))
+        surrogates[term] = -expected if torch.is_tensor(expected) else torch.tensor(-expected)
+    # one host synchronisation for all the terms
+    values = dict(zip(surrogates, to_floats(list(surrogates.values()))))
+    sites_of = {**assignment.model, **assignment.guide}
+    contributions = [
+        (", ".join(marginals.get(term) or [n for n, t in sites_of.items() if t == term]), term, v)
+        for term, v in values.items()
+    ]
     return TermEstimates(values, surrogates, contributions)
 
 

@@ -25,7 +25,7 @@ from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Tuple, Union
 
 import torch
 from pyro.distributions.util import is_identically_zero, scale_and_mask
-from pyro.infer.util import MultiFrameTensor, get_plate_stacks, torch_item
+from pyro.infer.util import MultiFrameTensor, get_plate_stacks
 from pyro.poutine import Trace
 from torch.distributions import kl_divergence
 
@@ -118,6 +118,15 @@ def check_finite(loss: float, contributions: List[Tuple[str, str, float]]) -> No
     )
 
 
+def to_floats(values: List[Any]) -> List[float]:
+    """Python floats of 0-d tensors (or numbers), read from the device at once."""
+    tensors = [v for v in values if torch.is_tensor(v)]
+    if not tensors:
+        return [float(v) for v in values]
+    read = iter(torch.stack([t.detach().to(torch.float64) for t in tensors]).tolist())
+    return [next(read) if torch.is_tensor(v) else float(v) for v in values]
+
+
 def monte_carlo_particle(
     model_trace: Trace,
     guide_trace: Trace,
@@ -145,9 +154,8 @@ def monte_carlo_particle(
     :rtype: TermEstimates
     """
     guide_nodes = guide_trace.nodes
-    values: Dict[str, float] = {}
+    summands = []  # (site, term, value as a 0-d tensor), read back to the host at once
     surrogates: Dict[str, Any] = {}
-    contributions = []
     costs: Dict[str, list] = {}  # term -> [(site, analytic KL or -log ratio)]
     analytic = set()
     score_sites = [
@@ -156,9 +164,8 @@ def monte_carlo_particle(
         if not is_identically_zero(guide_nodes[name]["score_parts"].score_function)
     ]
 
-    def add(name: str, term: str, value: float, part) -> None:
-        values[term] = values.get(term, 0.0) + value
-        contributions.append((name, term, value))
+    def add(name: str, term: str, value: torch.Tensor, part) -> None:
+        summands.append((name, term, value))
         if not is_identically_zero(part):
             surrogates[term] = surrogates[term] + part if term in surrogates else part
 
@@ -169,12 +176,12 @@ def monte_carlo_particle(
         if kl is not None:
             analytic.add(name)
             kl_sum = kl.sum()
-            add(name, term, torch_item(kl_sum), kl_sum)
+            add(name, term, kl_sum, kl_sum)
             if score_sites:
                 costs.setdefault(term, []).append((name, kl.detach()))
         else:
             lp_sum = site["log_prob_sum"]
-            add(name, term, -torch_item(lp_sum), -lp_sum)
+            add(name, term, -lp_sum, -lp_sum)
             if score_sites:
                 log_r = site["log_prob"].detach()
                 if guide_site is not None:
@@ -188,7 +195,15 @@ def monte_carlo_particle(
         entropy_term = site["score_parts"].entropy_term
         if torch.is_tensor(entropy_term):
             entropy_term = entropy_term.sum()
-        add(name, term, torch_item(site["log_prob_sum"]), entropy_term)
+        add(name, term, site["log_prob_sum"], entropy_term)
+
+    # one host synchronisation for every summand, added up in double precision
+    floats = to_floats([value for _, _, value in summands])
+    values: Dict[str, float] = {}
+    contributions = []
+    for (name, term, _), value in zip(summands, floats):
+        values[term] = values.get(term, 0.0) + value
+        contributions.append((name, term, value))
 
     if score_sites:
         stacks = get_plate_stacks(model_trace)

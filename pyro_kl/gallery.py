@@ -1,4 +1,4 @@
-"""``python -m pyro_kl gallery``: both worlds of every recipe, one picture each.
+"""Both worlds of every recipe, one picture each (``python -m pyro_kl gallery``).
 
 Each picture puts the **real world P (data + guide)** beside the **dream world
 Q (model)** of one of the essay's drawings (see :mod:`pyro_kl.recipes`), with
@@ -6,6 +6,7 @@ the objective its ELBO derives printed underneath.
 """
 
 import os
+import shutil
 from typing import List
 
 import pyro
@@ -13,18 +14,23 @@ import pyro
 from .recipes import RECIPES
 from .worlds import render_worlds
 
-DOT_SOURCE = "gv"
-"""The format that writes the DOT text itself, which needs no ``dot`` program."""
+DOT_SOURCE_FORMATS = ("gv", "dot")
+"""Formats that write the DOT text itself, which needs no ``dot`` program."""
 
 
 def _check_format(format: str) -> str:
     import graphviz
 
     fmt = str(format).lower().lstrip(".")
-    if fmt != DOT_SOURCE and fmt not in graphviz.FORMATS:
+    if fmt not in DOT_SOURCE_FORMATS and fmt not in graphviz.FORMATS:
         raise ValueError(
             f"format={format!r} is not a format graphviz writes; use 'svg', 'png', "
-            f"'pdf' (or any of graphviz.FORMATS), or '{DOT_SOURCE}' for the DOT source."
+            "'pdf' (or any of graphviz.FORMATS), or 'gv' for the DOT source."
+        )
+    if fmt not in DOT_SOURCE_FORMATS and shutil.which("dot") is None:
+        raise RuntimeError(
+            f"format={format!r} needs graphviz's `dot` program, which is not on PATH; "
+            "install graphviz, or use format='gv' for the DOT sources."
         )
     return fmt
 
@@ -48,7 +54,7 @@ def render_gallery(out: str, *, format: str = "svg") -> List[str]:
 
     Example::
 
-        for path in render_gallery("gallery", format="png"):
+        for path in render_gallery("gallery", format="gv"):
             print(path)
     """
     fmt = _check_format(format)
@@ -59,12 +65,8 @@ def render_gallery(out: str, *, format: str = "svg") -> List[str]:
         with pyro.get_param_store().scope():
             recipe = recipe_class()
             data = recipe.make_data(seed=0)
-            filename = None if fmt == DOT_SOURCE else path
-            graph = render_worlds(
-                recipe.model, recipe.guide, data, elbo=recipe.make_elbo(), filename=filename
+            render_worlds(
+                recipe.model, recipe.guide, data, elbo=recipe.make_elbo(), filename=path
             )
-        if fmt == DOT_SOURCE:
-            with open(path, "w", encoding="utf-8") as dot_file:
-                dot_file.write(graph.source)
         paths.append(path)
     return paths

@@ -24,10 +24,11 @@ class RateDistortionELBO(WeightedELBO):
     r"""The β-VAE objective ``D + β·(R + S)``.
 
     All latent information counts as rate: local latents feed ``rate``, global
-    ones ``complexity``, and both carry β. With β = 1 this is Pyro's ELBO;
-    with the label as the only observed site it is the variational
-    information bottleneck (VIB), whose distortion is the classification
-    error.
+    ones ``complexity``, and both carry β. With β = 1 this is Pyro's ELBO.
+    With the label as the only observed site, sent to ``classification``
+    (``site_terms={"y": "classification"}``), it is the variational
+    information bottleneck (VIB) ``C + β·R``: the label's ``-log q(y|z)`` is
+    the classification error C, as the essay's VIB and TherML name it.
 
     :param beta: the weight of rate and complexity, a float ``>= 0`` or a
         schedule of the step count.

@@ -83,8 +83,13 @@ USER_TERM_COLORS = ("#ccebc5", "#ffffb3", "#fddaec", "#d9d9d9", "#b3e2cd", "#f1e
 
 
 def term_symbol(term: str) -> str:
-    """The letter a term is written with (a user's term: its name)."""
-    return TERMS[term].symbol if term in TERMS else term
+    """The letter a term is written with (a user's term: its name; a model-side
+    marginal of several terms: their letters, e.g. ``"C+D"``)."""
+    if term in TERMS:
+        return TERMS[term].symbol
+    if MARGINAL_TERM_JOIN in term:
+        return MARGINAL_TERM_JOIN.join(term_symbol(part) for part in term.split(MARGINAL_TERM_JOIN))
+    return term
 
 
 def term_colors(terms: Iterable[str]) -> Dict[str, str]:
@@ -146,9 +151,19 @@ class ModelTags(Messenger):
 
     Example::
 
+        def model(x):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0), infer={"kl_term": "bits"})
+            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+        def guide(x):
+            pyro.sample("z", dist.Normal(x / 2, 0.7))
+
+        x = torch.tensor(0.5)
+        guide_trace = poutine.trace(guide).get_trace(x)
         tags = ModelTags()
         model_trace = poutine.trace(poutine.replay(tags(model), guide_trace)).get_trace(x)
         tags.restore(model_trace)
+        assert model_trace.nodes["z"]["infer"]["kl_term"] == "bits"
     """
 
     def __init__(self):
@@ -211,7 +226,7 @@ def num_datapoints(model_trace: Trace) -> int:
             frames = [f for f in site["cond_indep_stack"] if not is_particle_plate(f.name)]
             if frames:
                 outermost = min(frames, key=lambda f: f.dim if f.dim is not None else 0)
-                sizes[outermost.name] = outermost.size
+                sizes[outermost.name] = outermost.full_size or outermost.size
     return max(1, sum(sizes.values()))
 
 
@@ -257,9 +272,19 @@ def assign_terms(
 
     Example::
 
+        def model(x):
+            with pyro.plate("data", len(x)):
+                z = pyro.sample("z", dist.Normal(0.0, 1.0))
+                pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+        def guide(x):
+            with pyro.plate("data", len(x)):
+                pyro.sample("z", dist.Normal(x / 2, 0.7))
+
+        x = torch.randn(4)
         guide_trace = poutine.trace(guide).get_trace(x)
         model_trace = poutine.trace(poutine.replay(model, guide_trace)).get_trace(x)
-        assign_terms(model_trace, guide_trace).model  # {'z': 'rate', 'x': 'distortion'}
+        assert assign_terms(model_trace, guide_trace).model == {"z": "rate", "x": "distortion"}
     """
     terms = {} if site_terms is None else site_terms
     model_sites = dict(_sample_sites(model_trace))
@@ -351,16 +376,21 @@ def structure_key(trace: Trace) -> tuple:
     traces with the same key get the same terms (for any ``terms`` map), so
     an ELBO can compute the assignment once per model structure.
     """
-    return tuple(
-        (
-            name,
-            site["is_observed"],
-            site["infer"].get(TAG),
-            site["infer"].get("is_auxiliary", False),
-            site["infer"].get("enumerate"),
-            site_is_factor(site),
-            site_is_deterministic(site),
-            tuple(frame.name for frame in site["cond_indep_stack"]),
+    key = []
+    for name, site in trace.nodes.items():
+        if site["type"] != "sample":
+            continue
+        infer = site["infer"]
+        key.append(
+            (
+                name,
+                site["is_observed"],
+                type(site["fn"]).__name__,  # tells factor and subsample sites
+                infer.get(TAG),
+                infer.get("is_auxiliary", False),
+                infer.get("enumerate"),
+                site_is_deterministic(site),
+                tuple(frame.name for frame in site["cond_indep_stack"]),
+            )
         )
-        for name, site in _sample_sites(trace)
-    )
+    return tuple(key)

@@ -17,7 +17,7 @@ import abc
 import math
 import numbers
 from collections.abc import Mapping as MappingABC
-from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -40,8 +40,11 @@ class Controller(abc.ABC):
 
     @abc.abstractmethod
     def weight(self, step: int, estimate: float) -> float:
-        """The weight at ``step``, given this particle's estimate of the
-        controlled terms (nats per datapoint)."""
+        """The weight at ``step``, given this call's estimate of the
+        controlled terms (nats per datapoint, mean over particles). It must be
+        finite; unlike a fixed weight it may be negative (a
+        :class:`~pyro_kl.controllers.Target` below its target pushes the
+        term up)."""
 
     def offset(self, step: int, estimate: float) -> float:
         """A constant added to the loss, in nats per datapoint (default 0)."""
@@ -52,8 +55,9 @@ class Controller(abc.ABC):
         the controlled terms (nats per datapoint; all-reduced across
         processes under :mod:`torch.distributed`)."""
 
-    def describe(self, step: int) -> str:
-        """What the controller is, in words, with its current state."""
+    def describe(self, step: int, *, terms: Sequence[str] = ()) -> str:
+        """What the controller is, in words, with its current state; ``terms``
+        are the terms it weighs, if known (e.g. "GECO on D, target 3, now λ = 0.41")."""
         return repr(self)
 
     def state_dict(self) -> Dict[str, Any]:
@@ -173,8 +177,9 @@ def weights_at(weights: Mapping[str, Weight], step: int) -> Dict[str, float]:
     }
 
 
-def describe_weight(weight: Weight, step: int) -> Optional[str]:
+def describe_weight(weight: Weight, step: int, *, terms: Sequence[str] = ()) -> Optional[str]:
     """What a weight is, in words, with its value now; ``None`` for a constant.
+    ``terms`` are the terms it weighs, named by a controller's description.
 
     Example::
 
@@ -182,7 +187,7 @@ def describe_weight(weight: Weight, step: int) -> Optional[str]:
         # 'warm-up 0→1 over 300 steps, now 0.333'
     """
     if isinstance(weight, Controller):
-        return weight.describe(step)
+        return weight.describe(step, terms=tuple(terms))
     if isinstance(weight, float):
         return None
     what = weight.describe() if hasattr(weight, "describe") else repr(weight)
@@ -247,7 +252,7 @@ class TermWeights:
         offset = 0.0
         for controller, terms in self.controllers.values():
             estimate = sum(values.get(t, 0.0) for t in terms) / num_data
-            weight = check_value(terms[0], controller.weight(self.step, estimate))
+            weight = _controller_weight(controller, terms, self.step, estimate)
             resolved.update((t, weight) for t in terms)
             offset += num_data * controller.offset(self.step, estimate)
         used = {term: weight_of(term, resolved) for term in values}
@@ -264,6 +269,20 @@ class TermWeights:
                     "its own (e.g. AutoNormal), equal weights, or set weights['joint']."
                 )
         return used, offset
+
+
+def _controller_weight(controller: Controller, terms: Tuple[str, ...], step: int,
+                       estimate: float) -> float:
+    """A controller's weight as a float: finite, but possibly negative."""
+    weight = controller.weight(step, estimate)
+    if isinstance(weight, bool) or not isinstance(weight, numbers.Real) or not math.isfinite(
+        weight
+    ):
+        raise ValueError(
+            f"The controller {controller!r} on {list(terms)} gave the weight {weight!r} at "
+            f"step {step}; a controller's weight must be a finite number."
+        )
+    return float(weight)
 
 
 def _marginal_weight(term: str, weights: Mapping[str, float]) -> float:

@@ -275,3 +275,30 @@ def test_enumerated_values_match_itertools_product_of_two_guide_sites():
         kl_b = (guide_b.log_prob(b) - dist.Bernoulli(0.2 + 0.5 * a).log_prob(b)).sum()
         expected += (prob * (0.3 * kl_a + 2.0 * kl_b)).item()
     assert loss == pytest.approx(expected, rel=1e-5)
+
+
+def test_guide_side_weights_with_subsampling_equal_brute_force():
+    """A subsampled data plate scales every cost by N/b; weights still apply per term."""
+    subsample = torch.tensor([1, 3, 4])
+    scale = len(X) / len(subsample)
+
+    def model(x):
+        with pyro.plate("data", len(x), subsample=subsample) as idx:
+            z = pyro.sample("z", dist.Bernoulli(PRIOR))
+            pyro.sample("x", dist.Normal(2.0 * z - 1.0, 1.0), obs=x[idx])
+
+    @config_enumerate
+    def guide(x):
+        a, b = pyro.param("a", torch.tensor(0.3)), pyro.param("b", torch.tensor(-0.2))
+        with pyro.plate("data", len(x), subsample=subsample) as idx:
+            pyro.sample("z", dist.Bernoulli(logits=a * x[idx] + b))
+
+    beta = 2.5
+    elbo = RateDistortionELBO(beta=beta, max_plate_nesting=1)
+    loss, grads = loss_and_grads(elbo, model, guide, X)
+    expected_loss, expected_grads, expected_terms = brute_force(X[subsample], beta)
+    assert loss == pytest.approx(scale * expected_loss, rel=1e-5)
+    for name in ("a", "b"):
+        torch.testing.assert_close(grads[name], scale * expected_grads[name], rtol=1e-4, atol=1e-5)
+    scaled = {t: scale * v for t, v in expected_terms.items()}
+    assert elbo.last_terms == pytest.approx(scaled, rel=1e-5)

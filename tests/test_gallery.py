@@ -54,3 +54,16 @@ def test_cli_writes_one_svg_per_recipe(tmp_path, capsys):
             svg = picture.read()
         assert svg.lstrip().startswith("<?xml") or "<svg" in svg
         assert "Dream world Q (model)" in svg
+
+
+def test_cli_writes_dot_sources_without_dot(tmp_path, capsys, monkeypatch):
+    import pyro_kl.worlds.dot as worlds_dot
+
+    monkeypatch.setattr(worlds_dot.shutil, "which", lambda name: None)
+    out = tmp_path / "gallery"
+    main(["gallery", "--out", str(out), "--format", "gv"])
+    printed = capsys.readouterr().out.split()
+    assert printed == [str(out / f"{name}.gv") for name in RECIPES]
+    with open(out / "vib.gv", encoding="utf-8") as source:
+        text = source.read()
+    assert "\"real/x\" -> \"real/y\"" in text and "I[P;Q] = C + R + const" in text

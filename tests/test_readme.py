@@ -22,3 +22,17 @@ def test_readme_beta_vae_example_runs():
     assert elbo.last_weights["rate"] == 0.5
     expected = elbo.last_terms["distortion"] + 0.5 * elbo.last_terms["rate"]
     assert loss == pytest.approx(expected, rel=1e-6)
+
+
+def test_readme_mixture_example_sums_the_assignment_exactly():
+    text = README.read_text()
+    code = re.search(r"## Discrete latents\n.*?```python\n(.*?)```", text, re.S).group(1)
+    namespace = {}
+    exec(compile(code, str(README), "exec"), namespace)
+    torch, dist = namespace["torch"], namespace["dist"]
+    x, elbo = namespace["x"], namespace["elbo"]
+    # the terms were estimated at the initial parameters, before the step
+    locs = torch.tensor([-2.0, 0.0, 2.0])
+    joint = dist.Normal(locs, 1.0).log_prob(x[:, None]) + torch.tensor(1 / 3).log()
+    exact = -joint.logsumexp(-1).sum().item()
+    assert elbo.last_terms == pytest.approx({"distortion": exact}, rel=1e-6)

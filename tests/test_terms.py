@@ -8,7 +8,7 @@ from pyro.infer import Trace_ELBO
 from pyro.infer.autoguide import AutoMultivariateNormal, AutoNormal
 
 from pyro_kl import JOINT, RateDistortionELBO, TherMLELBO, WeightedELBO, assign_terms
-from pyro_kl.worlds.objective import trace_pair
+from pyro_kl.objective import trace_pair
 
 from .model_zoo import MODELS
 

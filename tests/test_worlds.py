@@ -1,7 +1,10 @@
 """Both worlds: the spec of the real world P (data + guide) and the dream world
-Q (model), its DOT drawing and files, and the derived objective."""
+Q (model), its DOT drawing and files. Pictures are read back from graphviz's
+own layout (``dot -Tjson``), never from pixels."""
 
+import json
 import shutil
+import subprocess
 
 import pyro
 import pyro.distributions as dist
@@ -17,9 +20,10 @@ from pyro_kl import (
     derive_objective,
     render_worlds,
 )
-from pyro_kl.worlds import graph as worlds_graph
-from pyro_kl.worlds import worlds_spec
+from pyro_kl.recipes import BayesianInference, SemiSupervisedVAE, VIB
 from pyro_kl.terms import TERMS, USER_TERM_COLORS
+from pyro_kl.worlds import dot as worlds_dot
+from pyro_kl.worlds import worlds_spec
 from pyro_kl.worlds.spec import WORLD_LABELS
 
 needs_dot = pytest.mark.skipif(shutil.which("dot") is None, reason="graphviz `dot` not installed")
@@ -151,6 +155,13 @@ def edges(spec, world):
     }
 
 
+def kinds(spec, world):
+    return {
+        (e["source"].split("/", 1)[1], e["target"].split("/", 1)[1]): e["kind"]
+        for e in spec["worlds"][world]["edges"]
+    }
+
+
 def assert_same_colour_both_worlds(spec):
     real, dream = nodes(spec, "real"), nodes(spec, "dream")
     for name in set(real) & set(dream):
@@ -189,7 +200,7 @@ def test_vae_spec():
         assert all(n["plates"] == ["data"] for n in spec["worlds"][world]["nodes"])
     assert [row["term"] for row in spec["legend"]] == ["distortion", "rate"]
     assert spec["legend"][1]["weight"] == pytest.approx(0.37)
-    assert spec["objective"]["equation"] == "I[P;Q] = D + 0.37·R + const"
+    assert spec["objective"]["equation"] == "L = D + 0.37·R"
 
 
 def test_vib_spec_guide_input_is_data():
@@ -202,10 +213,17 @@ def test_vib_spec_guide_input_is_data():
     assert real["x"]["shaded"] and real["x"]["term"] is None and real["x"]["color"] == "white"
     assert real["x"]["plates"] == ["data"]  # drawn in the plate of the latent reading it
     assert real["y"]["shaded"] and real["y"]["term"] == "distortion"
-    # the guide reads x, not y
+    # the guide reads x, not y; y is not a label here, so nature draws no arrow
     assert edges(spec, "real") == {("x", "z")}
     assert edges(spec, "dream") == {("z", "y")}
     assert_same_colour_both_worlds(spec)
+
+
+def test_vib_label_is_natures_conditional_on_the_input():
+    model, guide, args = vib()
+    spec = worlds_spec(model, guide, args, elbo=WeightedELBO(site_terms={"y": "classification"}))
+    assert kinds(spec, "real") == {("x", "z"): "guide", ("x", "y"): "nature"}
+    assert kinds(spec, "dream") == {("z", "y"): "model"}
 
 
 def test_semi_supervised_spec():
@@ -218,14 +236,16 @@ def test_semi_supervised_spec():
     assert real["y_l"]["color"] == TERMS["classification"].color
     assert real["y_u"]["term"] == "rate" and not real["y_u"]["shaded"]
     assert dream["x_u"]["term"] == dream["x_l"]["term"] == "distortion"
-    assert edges(spec, "real") == {
-        ("x_l", "z_l"), ("y_l", "z_l"), ("x_u", "y_u"), ("x_u", "z_u"), ("y_u", "z_u"),
+    assert kinds(spec, "real") == {
+        ("x_l", "z_l"): "guide", ("y_l", "z_l"): "guide", ("x_u", "y_u"): "guide",
+        ("x_u", "z_u"): "guide", ("y_u", "z_u"): "guide",
+        ("x_l", "y_l"): "nature",  # the shown label, given its input
     }
     assert edges(spec, "dream") == {("z_l", "x_l"), ("y_l", "x_l"), ("z_u", "x_u"), ("y_u", "x_u")}
     assert real["x_l"]["plates"] == ["labelled"] and real["y_u"]["plates"] == ["unlabelled"]
     assert set(spec["worlds"]["real"]["plates"]) == {"labelled", "unlabelled"}
     assert_same_colour_both_worlds(spec)
-    assert spec["objective"]["equation"] == "I[P;Q] = 2·D + 10·C + R + const"
+    assert spec["objective"]["equation"] == "L = 2·D + 10·C + R"
 
 
 def test_bnn_spec_global_latent_is_complexity():
@@ -235,13 +255,16 @@ def test_bnn_spec_global_latent_is_complexity():
     assert real["theta"]["term"] == dream["theta"]["term"] == "complexity"
     assert real["theta"]["color"] == TERMS["complexity"].color
     assert real["theta"]["plates"] == [] and dream["y"]["plates"] == ["data"]
-    # the guide draws theta without reading any data: no edge into it
-    assert edges(spec, "real") == set()
+    # the guide reads no datum, but its parameters are fit to the data set:
+    # D -> theta; and the model reads x to draw y: nature's x -> y
+    assert kinds(spec, "real") == {
+        ("x", "y"): "nature", ("x", "theta"): "fit", ("y", "theta"): "fit",
+    }
     assert edges(spec, "dream") == {("theta", "y")}
-    # theta sits above the data in both worlds
-    assert spec["levels"]["theta"] < spec["levels"]["y"]
+    # the data set sits above the posterior fit to it, in both worlds
+    assert spec["levels"] == {"x": 0, "y": 1, "theta": 2}
     assert real["x"]["shaded"] and real["x"]["term"] is None
-    assert spec["objective"]["equation"] == "I[P;Q] = D + 0.1·S + const"
+    assert spec["objective"]["equation"] == "L = D + 0.1·S"
 
 
 def test_diffusion_spec_chains_run_opposite_ways():
@@ -270,7 +293,7 @@ def test_model_tag_on_latent_gets_its_own_colour():
     spec = worlds_spec(model, guide, (torch.randn(3),), elbo=WeightedELBO(weights={"nuisance": 3}))
     assert nodes(spec, "real")["z"]["term"] == nodes(spec, "dream")["z"]["term"] == "nuisance"
     assert nodes(spec, "real")["z"]["color"] == USER_TERM_COLORS[0]
-    assert spec["objective"]["equation"] == "I[P;Q] = D + 3·nuisance + const"
+    assert spec["objective"]["equation"] == "L = D + 3·nuisance"
     assert r"3\,\mathrm{nuisance}" in spec["objective"]["latex"]
 
 
@@ -309,47 +332,6 @@ def global_local():
     return model, guide, (torch.randn(5),)
 
 
-def test_derive_objective_rate_distortion():
-    model, guide, args = global_local()
-    objective = derive_objective(model, guide, args, elbo=RateDistortionELBO(beta=0.37))
-    assert objective.terms == {"distortion": ("x",), "rate": ("z",), "complexity": ("mu",)}
-    assert objective.weights == pytest.approx({"distortion": 1.0, "rate": 0.37, "complexity": 0.37})
-    assert objective.equation == "I[P;Q] = D + 0.37·(R + S) + const"
-    assert objective.latex == r"I[P;Q] = D + 0.37\,\left(R + S\right) + \mathrm{const}"
-    lines = objective.text.splitlines()
-    assert lines[0] == objective.equation and len(lines) == 4
-    assert "rate" in lines[2] and "0.37" in lines[2] and lines[2].endswith("sites: z")
-    assert lines[3].endswith("sites: mu") and str(objective) == objective.text
-
-
-def test_derive_objective_defaults_to_unit_weights():
-    model, guide, args = global_local()
-    objective = derive_objective(model, guide, args)
-    assert objective.weights == {"distortion": 1.0, "rate": 1.0, "complexity": 1.0}
-    assert objective.equation == "I[P;Q] = D + R + S + const"
-    plain = derive_objective(model, guide, args, elbo=pyro.infer.Trace_ELBO())
-    assert plain == objective
-
-
-def test_derive_objective_evaluates_schedules_at_the_elbo_step():
-    model, guide, args = global_local()
-    elbo = WeightedELBO(weights={"rate": LinearWarmup(1.0, steps=10)}, site_terms={"mu": "rate"})
-    elbo.step = 5
-    objective = derive_objective(model, guide, args, elbo=elbo)
-    assert objective.terms == {"distortion": ("x",), "rate": ("mu", "z")}
-    expected = LinearWarmup(1.0, steps=10)(5)
-    assert objective.weights["rate"] == pytest.approx(expected)
-    assert objective.equation == f"I[P;Q] = D + {expected:g}·R + const"
-
-
-def test_bad_input_is_named():
-    model, guide, args = global_local()
-    with pytest.raises(ValueError, match="model_args must be a tuple"):
-        derive_objective(model, guide, list(args))
-    with pytest.raises(ValueError, match="elbo must be a pyro.infer.ELBO"):
-        derive_objective(model, guide, args, elbo={"rate": 0.5})
-
-
 # ---- DOT and files --------------------------------------------------------
 
 
@@ -364,7 +346,7 @@ def test_dot_source_without_writing():
     assert '"dream/x" -> "dream/z" [dir=back]' in source  # z -> x drawn upward
     assert source.count("rank=same") == 2
     assert "subgraph cluster_real_data" in source and "subgraph cluster_dream_data" in source
-    assert "I[P;Q] = D + 0.37·R + const" in source
+    assert "L = D + 0.37·R" in source and "I[P;Q] = D + R + const" in source
 
 
 def test_render_distributions_labels():
@@ -375,7 +357,7 @@ def test_render_distributions_labels():
 
 def test_writing_without_dot_raises_clearly(monkeypatch, tmp_path):
     model, guide, args = vae()
-    monkeypatch.setattr(worlds_graph.shutil, "which", lambda name: None)
+    monkeypatch.setattr(worlds_dot.shutil, "which", lambda name: None)
     graph = render_worlds(model, guide, args)  # no file: fine without dot
     assert "Dream world Q (model)" in graph.source
     with pytest.raises(RuntimeError, match="needs graphviz's `dot`"):
@@ -416,8 +398,178 @@ def test_autoguide_joint_site_feeds_the_joint_term():
     latent = "_AutoMultivariateNormal_latent"
     real = nodes(spec, "real")
     assert real[latent]["term"] == "joint" and real[latent]["color"] == TERMS["joint"].color
-    assert edges(spec, "real") == {(latent, "mu"), (latent, "z")}
+    assert kinds(spec, "real") == {
+        (latent, "mu"): "guide", (latent, "z"): "guide", ("x", latent): "fit",
+    }
     assert edges(spec, "dream") == {("mu", "z"), ("z", "x")}
     objective = derive_objective(model, guide, args, elbo=RateDistortionELBO(beta=0.5))
-    assert objective.terms["joint"] == (latent,)
+    assert objective.sites_by_term["joint"] == (latent,)
     assert objective.weights["joint"] == 0.5  # it spans rate and complexity, both 0.5
+
+
+# ---- graphviz's own layout, read back with dot -Tjson -----------------------
+
+
+def laid_out(graph):
+    """The picture as graphviz lays it out: nodes by id, arrows as drawn, caption lines."""
+    layout = json.loads(
+        subprocess.run(
+            ["dot", "-Tjson"], input=graph.source, capture_output=True, text=True, check=True
+        ).stdout
+    )
+    objects = {o["_gvid"]: o for o in layout["objects"]}
+    nodes = {o["name"]: o for o in layout["objects"] if "nodes" not in o}
+    arrows = {}
+    for edge in layout.get("edges", []):
+        tail, head = objects[edge["tail"]]["name"], objects[edge["head"]]["name"]
+        if edge.get("dir") == "back":  # laid out downward, the arrow points up
+            tail, head = head, tail
+        arrows[(tail, head)] = edge
+    caption = [op["text"] for op in layout["_ldraw_"] if op["op"] == "T"]
+    return nodes, arrows, caption
+
+
+def height(node):
+    return float(node["pos"].split(",")[1])  # graphviz's y grows upward
+
+
+@needs_dot
+def test_vib_real_world_draws_natures_x_to_y():
+    recipe = VIB()
+    data = recipe.make_data(num_data=8, seed=0)
+    graph = render_worlds(recipe.model, recipe.guide, data, elbo=recipe.make_elbo())
+    nodes, arrows, caption = laid_out(graph)
+    nature = arrows[("real/x", "real/y")]
+    assert nature["style"] == "bold" and nature["arrowhead"] == "empty"
+    assert "style" not in arrows[("real/x", "real/z")]  # the encoder's edge is plain
+    assert ("dream/x", "dream/y") not in arrows and "dream/x" not in nodes
+    assert height(nodes["real/x"]) > height(nodes["real/y"])
+    assert any(line.startswith("nature's conditional") for line in caption)
+
+
+@needs_dot
+def test_bayes_data_set_comes_before_the_posterior_over_theta():
+    recipe = BayesianInference()
+    data = recipe.make_data(num_data=5, seed=0)
+    graph = render_worlds(recipe.model, recipe.guide, data, elbo=recipe.make_elbo())
+    nodes, arrows, caption = laid_out(graph)
+    fit = arrows[("real/x", "real/theta")]
+    assert fit["style"] == "dashed" and fit["ltail"] == "cluster_real_data"
+    assert height(nodes["real/x"]) > height(nodes["real/theta"])
+    # the dream world's story theta -> x, drawn pointing up at the same heights
+    assert ("dream/theta", "dream/x") in arrows
+    assert height(nodes["dream/theta"]) == height(nodes["real/theta"])
+    assert any(line.startswith("fit to the data set") for line in caption)
+
+
+@needs_dot
+def test_semi_supervised_mask_is_not_drawn():
+    recipe = SemiSupervisedVAE()
+    x, y, labelled = recipe.make_data(num_data=16, seed=0)
+    graph = render_worlds(recipe.model, recipe.guide, (x, y, labelled), elbo=recipe.make_elbo())
+    nodes, arrows, _ = laid_out(graph)
+    assert {name.split("/", 1)[1] for name in nodes} == {"x", "y", "z"}
+    assert ("real/x", "real/y") in arrows  # the shown labels, given their inputs
+    assert not any("labelled" in end for arrow in arrows for end in arrow)
+
+
+@needs_dot
+def test_weighted_objective_is_not_printed_as_the_identity():
+    model, guide, args = vae()
+    _, _, caption = laid_out(render_worlds(model, guide, args, elbo=RateDistortionELBO(0.37)))
+    assert caption[0] == "L = D + 0.37·R"
+    assert not any(line.startswith("I[P;Q] =") for line in caption)
+    assert "with every weight 1 it is I[P;Q] = D + R + const" in caption[1]
+    _, _, unit = laid_out(render_worlds(model, guide, args))
+    assert unit[0] == "I[P;Q] = D + R + const" and unit[1].startswith("const = −H")
+
+
+@needs_dot
+def test_schedule_weight_says_what_it_is_and_its_value():
+    model, guide, args = vae()
+    elbo = RateDistortionELBO(beta=LinearWarmup(1.0, steps=300))
+    elbo.step = 100
+    _, _, caption = laid_out(render_worlds(model, guide, args, elbo=elbo))
+    (weight,) = [line for line in caption if line.startswith("weight 0.333")]
+    assert "now 0.333" in weight
+
+
+@needs_dot
+def test_enumerated_site_is_drawn_summed_out():
+    def model(x):
+        with pyro.plate("data", len(x)):
+            c = pyro.sample("c", dist.Bernoulli(0.5))
+            pyro.sample("x", dist.Normal(2.0 * c - 1.0, 1.0), obs=x)
+
+    def guide(x):
+        with pyro.plate("data", len(x)):
+            pyro.sample("c", dist.Bernoulli(logits=x), infer={"enumerate": "parallel"})
+
+    spec = worlds_spec(model, guide, (torch.randn(3),))
+    assert nodes(spec, "real")["c"]["summed_out"] and nodes(spec, "dream")["c"]["summed_out"]
+    assert not nodes(spec, "real")["x"]["summed_out"]
+    layout_nodes, _, caption = laid_out(render_worlds(model, guide, (torch.randn(3),)))
+    for world in ("real", "dream"):
+        assert layout_nodes[f"{world}/c"]["peripheries"] == "2"
+        assert "summed out" in layout_nodes[f"{world}/c"]["label"]
+    assert "peripheries" not in layout_nodes["real/x"]
+    assert any("summed out exactly" in line and line.endswith(": c") for line in caption)
+
+
+# ---- the same-data check, the height normalisation, render_model's options --
+
+
+def test_guide_argument_named_otherwise_is_matched_to_its_observed_site():
+    def model(data):
+        with pyro.plate("N", len(data)):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            pyro.sample("x", dist.Normal(z, 1.0), obs=data)
+
+    def guide(data):
+        with pyro.plate("N", len(data)):
+            pyro.sample("z", dist.Normal(0.5 * data, 1.0))
+
+    spec = worlds_spec(model, guide, (torch.randn(4),))
+    assert set(nodes(spec, "real")) == {"x", "z"}  # one datum, under the site's name
+    assert edges(spec, "real") == {("x", "z")}
+
+
+def test_heights_start_at_zero_above_a_latent_drawn_from_nothing():
+    # the guide draws a and b independently; the dream world has a -> b, so a
+    # goes one above b, and the heights are shifted so that the top is 0
+    def model():
+        a = pyro.sample("a", dist.Normal(0.0, 1.0))
+        pyro.sample("b", dist.Normal(a, 1.0))
+
+    def guide():
+        pyro.sample("a", dist.Normal(0.0, 1.0))
+        pyro.sample("b", dist.Normal(0.0, 1.0))
+
+    spec = worlds_spec(model, guide)
+    assert spec["levels"] == {"a": 0, "b": 1}
+    (edge,) = spec["worlds"]["dream"]["edges"]
+    assert not edge["upward"] and not edge["level"]
+
+
+def test_render_deterministic_as_pyro_render_model():
+    def model(x):
+        with pyro.plate("data", len(x)):
+            x = pyro.deterministic("x", x)  # nature's input: drawn either way
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            mean = pyro.deterministic("mean", 2.0 * z + x)
+            pyro.sample("y", dist.Normal(mean, 1.0), obs=torch.zeros(len(x)))
+
+    def guide(x):
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", dist.Normal(0.1 * x, 1.0))
+
+    args = (torch.randn(3),)
+    hidden = worlds_spec(model, guide, args)
+    assert set(nodes(hidden, "dream")) == {"x", "z", "y"}
+    assert ("x", "y") in edges(hidden, "dream") and ("z", "y") in edges(hidden, "dream")
+    shown = worlds_spec(model, guide, args, render_deterministic=True)
+    assert set(nodes(shown, "dream")) == {"x", "z", "mean", "y"}
+    assert {("z", "mean"), ("mean", "y")} <= edges(shown, "dream")
+    source = render_worlds(model, guide, args, render_deterministic=True).source
+    assert '"dream/mean" [label=mean' in source
+    assert source.count("style=\"filled,dashed\"") == 2  # x and mean, as render_model draws them

@@ -32,6 +32,8 @@ class Recipe(nn.Module):
 
     Example::
 
+        from pyro_kl.recipes import VAE
+
         recipe = VAE()
         data = recipe.make_data(seed=0)
         losses = recipe.fit(*data, num_steps=100)

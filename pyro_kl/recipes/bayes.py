@@ -45,7 +45,9 @@ class BayesianInference(Recipe):
 
     name = "bayesian_inference"
     title = "Bayesian inference"
-    objective = "I[P;Q] = <log p(D) e(θ|D) / (q(θ) q(D|θ))>_real = -H[D] + β·D + S"
+    objective = (
+        "I[P;Q] = <log p(D) e(θ|D) / (q(θ) q(D|θ))>_real = D + S - H[D]; weighted: L = β·D + S"
+    )
     objective_terms = (DISTORTION, COMPLEXITY)
 
     def __init__(self, *, dim: int = 2, prior_scale: float = 2.0, noise_scale: float = 1.0):

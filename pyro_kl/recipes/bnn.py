@@ -44,7 +44,10 @@ class BayesianNeuralNetwork(Recipe):
 
     name = "bayesian_neural_network"
     title = "Bayesian neural network"
-    objective = "I[P;Q] = <-β log q(y|x,θ) + log e(θ|D) / q(θ)>_real = β·D + S"
+    objective = (
+        "I[P;Q] = <-log q(y|x,θ) + log e(θ|D) / q(θ)>_real - H[Y|X] = D + S - H[Y|X];"
+        " weighted: L = β·D + S"
+    )
     objective_terms = (DISTORTION, COMPLEXITY)
 
     def __init__(self, *, dim: int = 1, hidden_dim: int = 16):

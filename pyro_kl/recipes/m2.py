@@ -78,7 +78,7 @@ class SemiSupervisedM2(Recipe):
     name = "semi_supervised_m2"
     title = "Semi-supervised VAE (M2)"
     objective = (
-        "I[P;Q] = <-β log q(x|y,z) - γ log c(y|x) + log c(y|x) e(z|x,y)/(q(y) q(z))>_real"
+        "L = <-β log q(x|y,z) - γ log c(y|x) + log c(y|x) e(z|x,y)/(q(y) q(z))>_real"
         " = β·D + γ·C + R"
     )
     objective_terms = (DISTORTION, CLASSIFICATION, RATE)

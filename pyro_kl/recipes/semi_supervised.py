@@ -60,7 +60,9 @@ class SemiSupervisedVAE(Recipe):
 
     name = "semi_supervised_vae"
     title = "Semi-supervised VAE"
-    objective = "I[P;Q] = <-β log q(x|z) - γ log q(y|z) + log e(z|x)/q(z)>_real = β·D + γ·C + R"
+    objective = (
+        "L = <-β log q(x|z) - γ log q(y|z) + log e(z|x)/q(z)>_real = β·D + γ·C + R"
+    )
     objective_terms = (DISTORTION, CLASSIFICATION, RATE)
 
     def __init__(

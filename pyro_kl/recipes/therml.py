@@ -30,7 +30,9 @@ class TherML(LabelledBlobsRecipe):
     classification error ``C`` of the labels (site ``y``, sent to
     ``classification``), the distortion ``D`` of the inputs, the complexity
     ``S`` of the global weights ``θ`` and the rate ``R`` of the local
-    representation ``z`` (:class:`~pyro_kl.TherMLELBO`).
+    representation ``z`` (:class:`~pyro_kl.TherMLELBO`). At γ = δ = σ = 1 it is
+    ``I[P;Q] - const``, with ``const = -H``, minus the entropy of nature's data;
+    otherwise it is a weighted objective, a Lagrangian ``L``.
 
     :param int dim: dimension of ``x``.
     :param int num_classes: number of labels.
@@ -47,7 +49,7 @@ class TherML(LabelledBlobsRecipe):
     name = "therml"
     title = "TherML"
     objective = (
-        "I[P;Q] = <γ(-log q(y|z)) + δ(-log q(x|z)) + σ log e(θ|D)/q(θ) + log e(z|x,θ)/q(z)>_real"
+        "L = <γ(-log q(y|z)) + δ(-log q(x|z)) + σ log e(θ|D)/q(θ) + log e(z|x,θ)/q(z)>_real"
         " = γ·C + δ·D + σ·S + R"
     )
     objective_terms = (CLASSIFICATION, DISTORTION, COMPLEXITY, RATE)

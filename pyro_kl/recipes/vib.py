@@ -7,7 +7,7 @@ import pyro.distributions as dist
 import torch
 
 from ..presets import RateDistortionELBO
-from ..terms import DISTORTION, RATE
+from ..terms import CLASSIFICATION, RATE
 from ..weighting import Weight
 from .data import LabelledBlobsRecipe
 from .networks import GaussianHead, mlp
@@ -24,10 +24,12 @@ class VIB(LabelledBlobsRecipe):
       never generates ``x``; ``x`` reaches the guide as data only.
 
     The essay's objective is ``<log p(y|x) e(z|x) / (q(y|z) q(z))>_p >=
-    <log p(y|x) / q(y|x)>_p >= 0``: up to nature's label entropy, the label's
-    distortion (its classification error) ``D = <-log q(y|z)>_p`` plus the
-    rate ``R = <log e(z|x) / q(z)>_p``; a multiplier gives ``D + β·R``
-    (:class:`~pyro_kl.RateDistortionELBO`, as the VIB paper's β).
+    <log p(y|x) / q(y|x)>_p >= 0``: up to nature's label entropy, the
+    classification error ``C = <-log q(y|z)>_p`` of the label (site ``y``,
+    sent to ``classification`` by :meth:`make_elbo`, as the essay's VIB and
+    TherML name it) plus the rate ``R = <log e(z|x) / q(z)>_p``; a multiplier
+    gives ``C + β·R`` (:class:`~pyro_kl.RateDistortionELBO`, as the VIB
+    paper's β).
 
     :param int dim: dimension of ``x``.
     :param int num_classes: number of labels.
@@ -43,8 +45,10 @@ class VIB(LabelledBlobsRecipe):
 
     name = "vib"
     title = "Variational information bottleneck"
-    objective = "I[P;Q] = <log p(y|x) e(z|x) / (q(y|z) q(z))>_real = -H[Y|X] + D + β·R"
-    objective_terms = (DISTORTION, RATE)
+    objective = (
+        "I[P;Q] = <log p(y|x) e(z|x) / (q(y|z) q(z))>_real = C + R - H[Y|X]; weighted: L = C + β·R"
+    )
+    objective_terms = (CLASSIFICATION, RATE)
 
     def __init__(
         self, *, dim: int = 4, num_classes: int = 3, latent_dim: int = 2, hidden_dim: int = 16
@@ -69,5 +73,7 @@ class VIB(LabelledBlobsRecipe):
             pyro.sample("z", dist.Normal(loc, scale).to_event(1))
 
     def make_elbo(self, beta: Weight = 1.0, **kwargs: Any) -> RateDistortionELBO:
-        """:class:`~pyro_kl.RateDistortionELBO`: ``D + β·R`` with ``D`` the label's."""
+        """:class:`~pyro_kl.RateDistortionELBO` with ``y`` sent to
+        ``classification``: ``C + β·R``."""
+        kwargs.setdefault("site_terms", {"y": CLASSIFICATION})
         return RateDistortionELBO(beta=beta, **kwargs)

@@ -1,4 +1,4 @@
-"""Draw the spec of both worlds with graphviz, and write it to a file.
+"""Draw the spec of both worlds with graphviz (DOT), and write it to a file.
 
 The real world P (data + guide) is drawn on the left, the dream world Q (the
 model) on the right, each as a cluster holding its plates as clusters (as
@@ -13,9 +13,24 @@ import os
 import shutil
 from typing import Dict, List, Optional
 
+from .provenance import FIT, NATURE
 from .spec import DREAM, REAL
 
 _PLAIN = {"fontname": "Helvetica"}
+EDGE_COLOR = "gray25"
+EDGE_STYLES = {
+    NATURE: {"style": "bold", "color": "#4a6fa5", "arrowhead": "empty"},
+    FIT: {"style": "dashed", "color": "#7a5195", "minlen": "2"},
+}
+"""How nature's arrows are drawn: nature's conditional (``x → y``) bold with
+an open head, a posterior fit to the data set (``D → θ``) dashed, from the
+box of the data set."""
+EDGE_MEANINGS = {
+    NATURE: "nature's conditional: nature draws the head given the tail",
+    FIT: "fit to the data set: a global posterior learned from all the data",
+}
+SUMMED_OUT = "summed out"
+"""What an enumerated site's label says: it is summed exactly, not sampled."""
 
 
 def _node_attrs(node: dict, render_distributions: bool) -> Dict[str, str]:
@@ -27,6 +42,10 @@ def _node_attrs(node: dict, render_distributions: bool) -> Dict[str, str]:
     attrs = {"label": label, "shape": "ellipse", "style": "filled", "fillcolor": node["color"]}
     if node["shaded"]:  # given by nature: grey, with the colour of its term
         attrs.update(fillcolor=f"gray65:{node['color']}", gradientangle="90", penwidth="2")
+    if node["distribution"] == "Deterministic":  # dashed, as pyro.render_model draws it
+        attrs.update(style="filled,dashed")
+    if node.get("summed_out"):  # enumerated: a double border
+        attrs.update(label=f"{label}\n({SUMMED_OUT})", peripheries="2")
     return attrs
 
 
@@ -63,35 +82,80 @@ def _add_world(graph, world: dict, world_key: str, render_distributions: bool) -
     graph.subgraph(panel)
 
 
-def _edge(graph, edge: dict) -> None:
+def _edge(graph, edge: dict, **attrs: str) -> None:
+    attrs = {**EDGE_STYLES.get(edge.get("kind"), {}), **attrs}
     if edge.get("upward"):  # laid out downward, drawn pointing up
-        graph.edge(edge["target"], edge["source"], dir="back")
+        graph.edge(edge["target"], edge["source"], dir="back", **attrs)
     elif edge.get("level"):
-        graph.edge(edge["source"], edge["target"], constraint="false")
+        graph.edge(edge["source"], edge["target"], constraint="false", **attrs)
     else:
-        graph.edge(edge["source"], edge["target"])
+        graph.edge(edge["source"], edge["target"], **attrs)
+
+
+def _fit_edges(graph, world: dict) -> None:
+    """One dashed edge per (box of data, latent): from the data set's plate,
+    not from each datum; data outside every plate each get their own."""
+    nodes = {n["id"]: n for n in world["nodes"]}
+    drawn = set()
+    for edge in world["edges"]:
+        if edge.get("kind") != FIT:
+            continue
+        plate = _innermost(nodes[edge["source"]])
+        key = (plate or edge["source"], edge["target"])
+        if key in drawn:
+            continue
+        drawn.add(key)
+        if plate is None:
+            _edge(graph, edge)
+        else:
+            tail = world["plates"][plate]["id"]
+            attrs = {"ltail" if not edge.get("upward") else "lhead": tail}
+            _edge(graph, edge, **attrs)
 
 
 def _caption(spec: dict) -> str:
-    """The objective and the legend, as a graphviz HTML label."""
-    rows: List[str] = [
-        '<TR><TD COLSPAN="4" ALIGN="LEFT"><B>'
-        + html.escape(spec["objective"]["equation"])
-        + "</B></TD></TR>"
-    ]
+    """The objective, its relation to I[P;Q] and the legend, as a graphviz HTML label."""
+    objective = spec["objective"]
+    rows: List[str] = []
     for row in spec["legend"]:
-        weight = "?" if row["weight"] is None else f"{row['weight']:g}"
+        weight = "?" if row["weight"] is None else f"{row['weight']:.3g}"
+        if row.get("note"):
+            weight = f"{weight} ({row['note']})"
         rows.append(
             f'<TR><TD BGCOLOR="{row["color"]}" WIDTH="18" BORDER="1"> </TD>'
             f'<TD ALIGN="LEFT">{html.escape(row["symbol"])} = {html.escape(row["term"])}</TD>'
-            f'<TD ALIGN="LEFT">weight {weight}</TD>'
+            f'<TD ALIGN="LEFT">weight {html.escape(weight)}</TD>'
             f'<TD ALIGN="LEFT">sites: {html.escape(", ".join(row["sites"]))}</TD></TR>'
         )
     rows.append(
         '<TR><TD BGCOLOR="gray65" WIDTH="18" BORDER="1"> </TD><TD COLSPAN="3" ALIGN="LEFT">'
         "shaded: data, given by nature (real world only)</TD></TR>"
     )
-    table = '<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="3">' + "".join(rows) + "</TABLE>"
+    kinds = {e.get("kind") for e in spec["worlds"][REAL]["edges"]}
+    for kind, arrow in ((NATURE, "━▷"), (FIT, "╌╌▶")):
+        if kind in kinds:
+            color = EDGE_STYLES[kind]["color"]
+            rows.append(
+                f'<TR><TD><FONT COLOR="{color}">{arrow}</FONT></TD><TD COLSPAN="3" '
+                f'ALIGN="LEFT">{html.escape(EDGE_MEANINGS[kind])}</TD></TR>'
+            )
+    if objective.get("summed_out"):
+        rows.append(
+            '<TR><TD> </TD><TD COLSPAN="3" ALIGN="LEFT">'
+            + html.escape(
+                "double border: summed out exactly (enumerated, not sampled): "
+                + ", ".join(objective["summed_out"])
+            )
+            + "</TD></TR>"
+        )
+    legend = '<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="3">' + "".join(rows) + "</TABLE>"
+    table = (
+        '<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="2">'
+        f'<TR><TD ALIGN="LEFT"><B>{html.escape(objective["equation"])}</B></TD></TR>'
+        f'<TR><TD ALIGN="LEFT"><FONT POINT-SIZE="11">{html.escape(objective["relation"])}'
+        "</FONT></TD></TR>"
+        f'<TR><TD ALIGN="LEFT">{legend}</TD></TR></TABLE>'
+    )
     return f"<{table}>"
 
 
@@ -111,12 +175,17 @@ def spec_to_digraph(spec: dict, *, render_distributions: bool = False):
         ) from error
 
     graph = graphviz.Digraph(name="worlds")
-    graph.attr(newrank="true", rankdir="TB", nodesep="0.4", ranksep="0.5", **_PLAIN)
+    graph.attr(
+        newrank="true", compound="true", rankdir="TB", nodesep="0.4", ranksep="0.5", **_PLAIN
+    )
+    graph.attr("edge", color=EDGE_COLOR)
     for key in (REAL, DREAM):
         _add_world(graph, spec["worlds"][key], key, render_distributions)
     for key in (REAL, DREAM):
         for edge in spec["worlds"][key]["edges"]:
-            _edge(graph, edge)
+            if edge.get("kind") != FIT:
+                _edge(graph, edge)
+        _fit_edges(graph, spec["worlds"][key])
     # the same variable at the same height in both worlds
     ids = {
         key: {n["name"]: n["id"] for n in spec["worlds"][key]["nodes"] if n["kind"] != "param"}
@@ -168,4 +237,6 @@ def write(graph, filename: str) -> str:
             "Install it (apt install graphviz, brew install graphviz or conda install "
             "graphviz), or write the DOT source with a .gv suffix, which needs no `dot`."
         )
-    return graph.render(outfile=filename, format=fmt, cleanup=True)
+    with open(filename, "wb") as picture:  # no intermediate DOT file beside it
+        picture.write(graph.pipe(format=fmt))
+    return filename

@@ -1,0 +1,319 @@
+"""Vectorised traces of a (model, guide) pair, and log-densities per datapoint.
+
+Every diagnostic in :mod:`pyro_kl.diagnostics` reads the same two things from
+Pyro traces: the *layout* of a program (how many plates it nests, which plate
+holds the data, whether every site lies inside it) and each site's
+log-density reduced to one number per datapoint. Both live here.
+
+Conventions shared by all diagnostics:
+
+* the guide is run first and the model is replayed against it, as in
+  :class:`~pyro.infer.Trace_ELBO`; ``K`` samples are drawn at once under a
+  ``pyro.plate`` outside every plate of the program, as Pyro's
+  ``vectorize_particles=True`` does, so the model and guide must work with
+  vectorised particles;
+* log-densities are those of the distributions: masks are applied, scales
+  (``poutine.scale``, plate subsampling) are not, so that a bound is a bound
+  on the dream world's own ``log model(x)``;
+* a latent site of the model that the guide does not sample is drawn from the
+  model itself, so its proposal equals its prior and it contributes nothing
+  to an importance weight.
+"""
+
+import math
+from typing import Callable, Iterator, NamedTuple, Optional, Tuple
+
+import pyro
+import torch
+from pyro import poutine
+from pyro.distributions.util import scale_and_mask
+from pyro.poutine import Trace
+from pyro.poutine.util import site_is_subsample
+
+from .._pyro_compat import PARTICLE_PLATE, is_particle_plate, site_is_deterministic
+from ..terms import data_plates, is_data_site
+
+ELEMENT_BUDGET = 2**22
+"""Elements per chunk of vectorised samples (values and log-densities of all
+sites, times :data:`WORK_FACTOR` for the networks' intermediates)."""
+
+WORK_FACTOR = 8
+
+
+class Layout(NamedTuple):
+    """What the diagnostics need to know about a program's plates.
+
+    :ivar int max_plate_nesting: plates nested in the program (the samples'
+        plate goes at ``dim = -max_plate_nesting - 1``).
+    :ivar str data_plate: name of the plate holding the data.
+    :ivar int data_dim: its ``dim`` (negative).
+    :ivar int num_data: datapoints in the batch (its size in the trace).
+    :ivar bool per_datapoint: whether every counted site lies inside the data
+        plate, so that importance weights factorise over datapoints.
+    :ivar int elements: elements one sample of the whole program holds.
+    """
+
+    max_plate_nesting: int
+    data_plate: str
+    data_dim: int
+    num_data: int
+    per_datapoint: bool
+    elements: int
+
+    def chunk_size(self, num_samples: int, chunk_size: Optional[int] = None) -> int:
+        """Samples per vectorised run: ``chunk_size``, or what fits :data:`ELEMENT_BUDGET`."""
+        if chunk_size is not None:
+            if not isinstance(chunk_size, int) or chunk_size < 1:
+                raise ValueError(f"chunk_size={chunk_size!r}; use an integer >= 1 or None.")
+            return min(chunk_size, num_samples)
+        per_sample = max(1, WORK_FACTOR * self.elements)
+        return max(1, min(num_samples, ELEMENT_BUDGET // per_sample))
+
+
+def check_num_samples(num_samples: int, minimum: int = 1) -> int:
+    """:raises ValueError: unless ``num_samples`` is an integer ``>= minimum``."""
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < minimum:
+        raise ValueError(f"num_samples={num_samples!r}; use an integer >= {minimum}.")
+    return num_samples
+
+
+def sample_sites(trace: Trace) -> Iterator[Tuple[str, dict]]:
+    """The sample sites of a trace, without plate subsample sites."""
+    for name, site in trace.nodes.items():
+        if site["type"] == "sample" and not site_is_subsample(site):
+            yield name, site
+
+
+def counted_model_sites(model_trace: Trace, guide_trace: Trace) -> Iterator[Tuple[str, dict]]:
+    """Model sites whose log-density enters an importance weight: observed
+    sites and latents the guide samples (a latent the guide lacks was drawn
+    from the model and cancels)."""
+    for name, site in sample_sites(model_trace):
+        if site_is_deterministic(site):
+            continue  # a pyro.deterministic site has no density
+        if site["is_observed"] or name in guide_trace.nodes:
+            yield name, site
+
+
+def local_latents(model_trace: Trace, guide_trace: Trace, data_plate: str) -> Tuple[str, ...]:
+    """Latent sites that both worlds sample inside the data plate (the codes)."""
+    return tuple(
+        name
+        for name, site in sample_sites(model_trace)
+        if not site["is_observed"]
+        and name in guide_trace.nodes
+        and any(f.name == data_plate for f in site["cond_indep_stack"])
+    )
+
+
+def local_auxiliaries(model_trace: Trace, guide_trace: Trace, data_plate: str) -> Tuple[str, ...]:
+    """Guide sites the model lacks (an autoguide's auxiliary draws) inside the
+    data plate: part of the guide's density of the codes."""
+    return tuple(
+        name
+        for name, site in sample_sites(guide_trace)
+        if name not in model_trace.nodes
+        and any(f.name == data_plate for f in site["cond_indep_stack"])
+    )
+
+
+def site_log_prob(site: dict) -> torch.Tensor:
+    """The site's log-density with its mask applied and its scale not."""
+    log_prob = site["fn"].log_prob(site["value"])
+    return scale_and_mask(log_prob, 1.0, site["mask"])
+
+
+def per_datapoint(value: torch.Tensor, layout: Layout, *, keep_data: bool = True) -> torch.Tensor:
+    """Sums a per-sample tensor over every plate except the data plate.
+
+    :param torch.Tensor value: shaped like a batch of a vectorised trace:
+        the samples' dim at ``-max_plate_nesting - 1`` (or absent), plates to
+        its right.
+    :param Layout layout: the program's layout.
+    :param bool keep_data: keep the data plate's dim (else sum it too).
+    :returns: shape ``(K, N)`` (``(K,)`` with ``keep_data=False``); ``K`` or
+        ``N`` may be 1 where ``value`` does not vary along them.
+    """
+    rank = layout.max_plate_nesting + 1
+    if value.dim() > rank:
+        raise ValueError(
+            f"A log-density of shape {tuple(value.shape)} has more batch dims than the "
+            f"{layout.max_plate_nesting} plates found; pass max_plate_nesting= (the "
+            "number of nested plates, counting batch dims of distributions)."
+        )
+    value = value.reshape((1,) * (rank - value.dim()) + value.shape)
+    data_axis = rank + layout.data_dim
+    dims = [d for d in range(1, rank) if not (keep_data and d == data_axis)]
+    value = value.sum(dims) if dims else value
+    return value if keep_data else value.reshape(value.shape[0])
+
+
+def _fork_rng():
+    devices = [torch.cuda.current_device()] if torch.cuda.is_initialized() else []
+    return torch.random.fork_rng(devices=devices)
+
+
+def _nesting(*traces: Trace) -> int:
+    nesting = 0
+    for trace in traces:
+        for _, site in sample_sites(trace):
+            dims = [-f.dim for f in site["cond_indep_stack"] if f.dim is not None]
+            nesting = max([nesting, len(site["fn"].batch_shape)] + dims)
+    return nesting
+
+
+def _check_no_enumeration(*traces: Trace) -> None:
+    for trace in traces:
+        for name, site in sample_sites(trace):
+            if site["infer"].get("enumerate"):
+                raise NotImplementedError(
+                    f"Site '{name}' is marked for enumeration; the diagnostics draw "
+                    "samples and do not sum enumerated sites out. Sample it instead "
+                    "(drop infer={'enumerate': ...}) or marginalise it in the model."
+                )
+
+
+def _choose_data_plate(model_trace: Trace, requested: Optional[str]) -> Tuple[str, int, int]:
+    frames = {}
+    common = None
+    for name, site in sample_sites(model_trace):
+        if not is_data_site(site):
+            continue
+        names = []
+        for frame in site["cond_indep_stack"]:
+            if frame.vectorized and not is_particle_plate(frame.name):
+                frames[frame.name] = frame
+                names.append(frame.name)
+        common = names if common is None else [n for n in common if n in names]
+    if common is None:
+        raise ValueError(
+            "The model observes no data (no site with obs=...), so there is no "
+            "datapoint to measure. Pass the data to the model as observed sites."
+        )
+    if requested is not None:
+        if requested not in frames:
+            raise ValueError(
+                f"data_plate='{requested}' holds no observed site; plates holding data: "
+                f"{sorted(data_plates(model_trace))}."
+            )
+        chosen = requested
+    elif common:
+        chosen = common[0]  # outermost: cond_indep_stack lists outer plates first
+    else:
+        raise ValueError(
+            "The observed sites share no vectorised plate, so there is no axis of "
+            "datapoints. Put them in one pyro.plate over the data, or name the plate "
+            "with data_plate=."
+        )
+    frame = frames[chosen]
+    size = _plate_size(model_trace, chosen, frame.dim)
+    return chosen, frame.dim, size
+
+
+def _plate_size(trace: Trace, plate: str, dim: int) -> int:
+    for _, site in sample_sites(trace):
+        if any(f.name == plate for f in site["cond_indep_stack"]):
+            shape = site["fn"].batch_shape
+            if len(shape) >= -dim:
+                return shape[dim]
+    raise AssertionError(f"no site in plate {plate}")  # pragma: no cover
+
+
+def probe(
+    model: Callable,
+    guide: Callable,
+    args: tuple,
+    kwargs: dict,
+    *,
+    max_plate_nesting: Optional[int] = None,
+    data_plate: Optional[str] = None,
+) -> Layout:
+    """Runs the guide and the model once, without gradients and without
+    touching the random state, to learn the program's :class:`Layout`.
+
+    :raises ValueError: when no plate holds the data, or ``data_plate`` names
+        a plate that holds none.
+    :raises NotImplementedError: for sites marked for enumeration.
+    """
+    with _fork_rng(), torch.no_grad():
+        guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
+            *args, **kwargs
+        )
+    _check_no_enumeration(model_trace, guide_trace)
+    nesting = _nesting(model_trace, guide_trace)
+    if max_plate_nesting is not None:
+        if max_plate_nesting < nesting:
+            raise ValueError(
+                f"max_plate_nesting={max_plate_nesting} but the program nests {nesting} "
+                "batch dims; pass a larger value or None."
+            )
+        nesting = max_plate_nesting
+    name, dim, size = _choose_data_plate(model_trace, data_plate)
+    counted = list(counted_model_sites(model_trace, guide_trace)) + list(sample_sites(guide_trace))
+    inside = all(any(f.name == name for f in s["cond_indep_stack"]) for _, s in counted)
+    elements = sum(
+        site["fn"].batch_shape.numel() * (1 + site["fn"].event_shape.numel())
+        for _, site in counted
+    )
+    return Layout(nesting, name, dim, size, inside, elements)
+
+
+def _vectorised(fn: Callable, num_samples: int, nesting: int) -> Callable:
+    def wrapped(*args, **kwargs):
+        with pyro.plate(PARTICLE_PLATE, num_samples, dim=-nesting - 1):
+            return fn(*args, **kwargs)
+
+    return wrapped
+
+
+def vectorised_traces(
+    model: Callable, guide: Callable, args: tuple, kwargs: dict, num_samples: int, layout: Layout
+) -> Tuple[Trace, Trace]:
+    """``num_samples`` draws of the guide at once, and the model replayed on them.
+
+    The samples' plate is Pyro's own particle plate, so it never counts as a
+    data plate (:func:`pyro_kl.terms.data_plates`).
+
+    :returns: ``(model_trace, guide_trace)``.
+    """
+    nesting = layout.max_plate_nesting
+    guide_trace = poutine.trace(_vectorised(guide, num_samples, nesting)).get_trace(
+        *args, **kwargs
+    )
+    replayed = poutine.replay(_vectorised(model, num_samples, nesting), trace=guide_trace)
+    model_trace = poutine.trace(replayed).get_trace(*args, **kwargs)
+    return model_trace, guide_trace
+
+
+def log_weights(model_trace: Trace, guide_trace: Trace, layout: Layout) -> torch.Tensor:
+    """``log model(x, z) - log guide(z | x)`` of every sample: shape ``(K, N)``
+    when :attr:`Layout.per_datapoint`, else ``(K,)`` for the whole batch."""
+    keep = layout.per_datapoint
+    total = 0.0
+    for _, site in counted_model_sites(model_trace, guide_trace):
+        total = total + per_datapoint(site_log_prob(site), layout, keep_data=keep)
+    for _, site in sample_sites(guide_trace):
+        total = total - per_datapoint(site_log_prob(site), layout, keep_data=keep)
+    num_samples = _num_samples(guide_trace, model_trace)
+    shape = (num_samples, layout.num_data) if keep else (num_samples,)
+    return torch.as_tensor(total).expand(shape)
+
+
+def _num_samples(*traces: Trace) -> int:
+    for trace in traces:
+        for _, site in sample_sites(trace):
+            for frame in site["cond_indep_stack"]:
+                if is_particle_plate(frame.name):
+                    return frame.size
+    return 1
+
+
+def data_dimensions(site: dict, layout: Layout) -> int:
+    """How many numbers one datapoint holds at a site of a vectorised trace:
+    its event size times the sizes of the plates other than the data plate."""
+    rank = layout.max_plate_nesting + 1
+    shape = tuple(site["fn"].batch_shape)
+    shape = (1,) * (rank - len(shape)) + shape
+    inner = [size for axis, size in enumerate(shape) if axis not in (0, rank + layout.data_dim)]
+    return int(math.prod(inner)) * site["fn"].event_shape.numel()
