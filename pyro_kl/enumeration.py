@@ -216,6 +216,24 @@ class _Components:
         self.parent[self.find(a)] = self.find(b)
 
 
+def _check_model_no_more_global_than_guide(summed, guide_trace: Trace, ordering) -> None:
+    """A site summed out in the model must sit in every plate of the guide's
+    enumerated sites, as :class:`~pyro.infer.TraceEnum_ELBO` requires."""
+    innermost_shared = frozenset.intersection(*(ordering[site["name"]] for site in summed))
+    for name, site in guide_trace.nodes.items():
+        if site["type"] != "sample" or site["infer"].get("_enumerate_dim") is None:
+            continue
+        for frame in site["cond_indep_stack"]:
+            if frame.vectorized and guide_trace.plate_to_symbol[frame.name] not in innermost_shared:
+                raise ValueError(
+                    "Expected model enumeration to be no more global than guide enumeration, "
+                    f"but the model sums out {[s['name'] for s in summed]} outside "
+                    f"plate('{frame.name}'), upstream of the guide's enumerated site '{name}'. "
+                    "Enumerate these sites in the guide instead, or move the model's "
+                    f"enumerated sites inside plate('{frame.name}')."
+                )
+
+
 def _marginal_term(sites: List[str], assignment: TermAssignment) -> str:
     terms = sorted({assignment.model[s] for s in sites if s in assignment.model})
     return MARGINAL_TERM_JOIN.join(terms)
@@ -233,6 +251,7 @@ def _model_marginals(
     summed = [model_trace.nodes[name] for name in assignment.summed_out]
     if not summed:
         return {}, set(), {}
+    _check_model_no_more_global_than_guide(summed, guide_trace, ordering)
     non_enum_dims: Set[str] = set().union(*ordering.values())  # plates
     for name, site in model_trace.nodes.items():
         if site["type"] == "sample" and name in guide_trace.nodes:

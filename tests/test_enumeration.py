@@ -302,3 +302,23 @@ def test_guide_side_weights_with_subsampling_equal_brute_force():
         torch.testing.assert_close(grads[name], scale * expected_grads[name], rtol=1e-4, atol=1e-5)
     scaled = {t: scale * v for t, v in expected_terms.items()}
     assert elbo.last_terms == pytest.approx(scaled, rel=1e-5)
+
+
+def test_model_enumeration_more_global_than_guide_enumeration_is_refused():
+    @config_enumerate
+    def model():
+        a = pyro.sample("a", dist.Categorical(torch.tensor([0.45, 0.55])))
+        with pyro.plate("b_axis", 2):
+            b = pyro.sample("b", dist.Categorical(torch.tensor([0.6, 0.4])))
+            probs = torch.tensor([[[0.4, 0.6], [0.3, 0.7]], [[0.2, 0.8], [0.5, 0.5]]])
+            pyro.sample("c", dist.Categorical(Vindex(probs)[a, b]), obs=torch.tensor([1, 0]))
+
+    @config_enumerate
+    def guide():
+        probs = pyro.param("guide_probs_b", torch.tensor([0.8, 0.2]),
+                           constraint=dist.constraints.simplex)
+        with pyro.plate("b_axis", 2):
+            pyro.sample("b", dist.Categorical(probs))
+
+    with pytest.raises(ValueError, match=r"no more global than guide.*\['a'\].*'b'"):
+        WeightedELBO(max_plate_nesting=1).differentiable_loss(model, guide)
