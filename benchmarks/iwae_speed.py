@@ -3,7 +3,8 @@
 Run ``python benchmarks/iwae_speed.py`` (about a minute on one CPU core).
 The issue's target: ``iwae_bound`` with ``K = 1000`` importance samples for
 every one of scikit-learn's 1797 digits, with the demo's VAE
-(:class:`pyro_kl.demo.DigitsVAE`: a code ``z ~ N(0, I_4)`` in the dream world,
+(:func:`pyro_kl.cli.demo.digits_vae`: the VAE recipe with a code
+``z ~ N(0, I)`` in the dream world,
 each pixel ``~ Binomial(16, decoder(z))``, the encoder as the real world's
 guide), within a minute on one CPU core. A trained model is not needed to
 time it; the networks keep their initial weights.
@@ -33,13 +34,13 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from svi_speed import machine  # noqa: E402
 
-from pyro_kl.demo import GREY_LEVELS, DigitsVAE, load_digits_tensor  # noqa: E402
+from pyro_kl.cli.demo import GREY_LEVELS, digits_vae, load_digits_split  # noqa: E402
 from pyro_kl.diagnostics import iwae_bound  # noqa: E402
 from pyro_kl.diagnostics.traces import probe  # noqa: E402
 
 
 @torch.no_grad()
-def torch_iwae(vae: DigitsVAE, x: torch.Tensor, num_samples: int, chunk: int) -> torch.Tensor:
+def torch_iwae(vae, x: torch.Tensor, num_samples: int, chunk: int) -> torch.Tensor:
     """The same bound by hand: encoder once, then chunks of samples of the code."""
     loc, scale = vae.encode(x)
     guide = dist.Normal(loc, scale).to_event(1)
@@ -64,8 +65,8 @@ def main(argv=None) -> dict:
     options = parser.parse_args(argv)
     torch.set_num_threads(options.threads)
     pyro.set_rng_seed(options.seed)
-    images = load_digits_tensor()
-    vae = DigitsVAE()
+    images = torch.cat(load_digits_split())  # all 1797 digits
+    vae = digits_vae()
     layout = probe(vae.model, vae.guide, (images,), {})
     chunk = layout.chunk_size(options.num_samples)
 
