@@ -132,9 +132,6 @@ def trace_pair(elbo, model, guide, args, kwargs) -> Tuple[Trace, Trace]:
 def traces(elbo, plain_traces: Callable, model, guide, args, kwargs) -> Iterator:
     """The trace pairs of one ELBO call: Pyro's plain particle traces for a pair
     known not to enumerate, otherwise enumerating traces (see module doc)."""
-    if isinstance(poutine.unwrap(guide), Messenger):  # a GuideMessenger: never enumerates
-        yield from plain_traces(model, guide, args, kwargs)
-        return
     key = _pair_key(model, guide)
     if key is not None and elbo._enumerated_pairs.get(key) is False:
         yielded = False
@@ -149,6 +146,10 @@ def traces(elbo, plain_traces: Callable, model, guide, args, kwargs) -> Iterator
                     "The model or guide started to configure enumeration in the middle "
                     "of a call; configure the same sites for enumeration on every call."
                 ) from None
+    if isinstance(poutine.unwrap(guide), Messenger):  # a GuideMessenger never enumerates
+        _remember(elbo, key, False)
+        yield from plain_traces(model, guide, args, kwargs)
+        return
     yield from _enumerating_traces(elbo, model, guide, args, kwargs, key)
 
 

@@ -119,12 +119,19 @@ def check_finite(loss: float, contributions: List[Tuple[str, str, float]]) -> No
 
 
 def to_floats(values: List[Any]) -> List[float]:
-    """Python floats of 0-d tensors (or numbers), read from the device at once."""
+    """Python floats of 0-d tensors (or numbers). On an accelerator they are read
+    back in one transfer (one host synchronisation); on the CPU, where reading a
+    value costs nothing, one by one, which is faster than stacking them."""
     tensors = [v for v in values if torch.is_tensor(v)]
-    if not tensors:
-        return [float(v) for v in values]
+    if not tensors or not read_at_once(tensors[0]):
+        return [v.item() if torch.is_tensor(v) else float(v) for v in values]
     read = iter(torch.stack([t.detach().to(torch.float64) for t in tensors]).tolist())
     return [next(read) if torch.is_tensor(v) else float(v) for v in values]
+
+
+def read_at_once(tensor: torch.Tensor) -> bool:
+    """Whether values on ``tensor``'s device are read back together (off the CPU)."""
+    return tensor.device.type != "cpu"
 
 
 def monte_carlo_particle(
