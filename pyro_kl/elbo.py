@@ -5,9 +5,9 @@ from typing import Any, Dict, Mapping, NamedTuple, Optional, Union
 
 import torch
 from pyro.infer import Trace_ELBO
-from pyro.infer.util import is_validation_enabled
 
 from . import enumeration
+from .distributed import all_reduce_terms
 from .estimators import TermEstimates, mean_of, monte_carlo_particle, weighted_loss
 from .terms import (
     STANDARD_TERMS,
@@ -126,8 +126,7 @@ class WeightedELBO(Trace_ELBO):
         self.step = 0
         self.last_terms: Dict[str, float] = {}
         self.last_weights: Dict[str, float] = {}
-        self._enumerated_pairs: Dict[Any, bool] = {}
-        self._checked_structures: set = set()
+        self._enumerated_pairs: Dict[Any, bool] = {}  # (model, guide) -> enumerates?
 
     # ---- configuration --------------------------------------------------
 
@@ -299,8 +298,6 @@ class WeightedELBO(Trace_ELBO):
             id(w): w for w in self._weights.values() if isinstance(w, Controller)
         }
         if controllers:
-            from .distributed import all_reduce_terms
-
             values = all_reduce_terms(estimate.terms.values)
             for controller in controllers.values():
                 controlled = [t for t, w in self._weights.items() if w is controller]
@@ -372,7 +369,7 @@ class WeightedELBO(Trace_ELBO):
                 UserWarning,
                 stacklevel=4,
             )
-        if assignment.joint and is_validation_enabled():
+        if assignment.joint:
             spanned = {assignment.model[s] for sites in assignment.joint.values() for s in sites}
             fixed = {t: w for t, w in self._weights.items() if not callable(w)}
             if len({weight_of(t, fixed) for t in spanned}) > 1 and "joint" in self._weights:
