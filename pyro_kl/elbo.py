@@ -21,6 +21,8 @@ from .weighting import (
     Controller,
     ReadOnlyMap,
     TermWeights,
+    controller_groups,
+    per_datapoint,
     Weight,
     check_weights,
     weight_of,
@@ -139,7 +141,7 @@ class WeightedELBO(Trace_ELBO):
     @weights.setter
     def weights(self, weights: Optional[Mapping[str, Weight]]) -> None:
         self._weights = ReadOnlyMap(check_weights(weights), "weights")
-        self._checked_structures = set()
+        self._assignments: Dict[tuple, TermAssignment] = {}  # checked against these weights
 
     @property
     def site_terms(self) -> Mapping[str, str]:
@@ -160,8 +162,7 @@ class WeightedELBO(Trace_ELBO):
                     f"site_terms['{site}'] = {term!r}; term names are non-empty strings."
                 )
         self._site_terms = ReadOnlyMap(checked, "site_terms")
-        self._assignments: Dict[tuple, TermAssignment] = {}
-        self._checked_structures = set()
+        self._assignments = {}
 
     # ---- public API -----------------------------------------------------
 
@@ -294,15 +295,11 @@ class WeightedELBO(Trace_ELBO):
 
     def _finish_step(self, estimate: CallEstimate) -> None:
         """After a training step: update the controllers, count the step."""
-        controllers = {
-            id(w): w for w in self._weights.values() if isinstance(w, Controller)
-        }
-        if controllers:
+        groups = controller_groups(self._weights)
+        if groups:
             values = all_reduce_terms(estimate.terms.values)
-            for controller in controllers.values():
-                controlled = [t for t, w in self._weights.items() if w is controller]
-                value = sum(values.get(t, 0.0) for t in controlled) / estimate.num_datapoints
-                controller.update(self.step, value)
+            for controller, terms in groups:
+                controller.update(self.step, per_datapoint(values, terms, estimate.num_datapoints))
         self.step += 1
 
     # ---- traces and terms (Pyro's seams) --------------------------------
@@ -314,17 +311,16 @@ class WeightedELBO(Trace_ELBO):
         return enumeration.trace_pair(self, model, guide, args, kwargs)
 
     def _assignment(self, model_trace, guide_trace) -> TermAssignment:
-        """The term of every site, computed and checked once per trace structure."""
+        """The term of every site, computed and checked against the weights once per
+        trace structure (new weights or a new ``site_terms`` map empty the cache)."""
         key = (structure_key(model_trace), structure_key(guide_trace))
         assignment = self._assignments.get(key)
         if assignment is None:
             assignment = assign_terms(model_trace, guide_trace, self._site_terms)
+            self._check_weights_against(assignment)
             if len(self._assignments) >= _MAX_CACHED_STRUCTURES:
                 self._assignments.clear()  # a model whose structure keeps changing
             self._assignments[key] = assignment
-        if key not in self._checked_structures:
-            self._check_weights_against(assignment)
-            self._checked_structures.add(key)
         return assignment
 
     def _check_weights_against(self, assignment: TermAssignment) -> None:
@@ -370,12 +366,12 @@ class WeightedELBO(Trace_ELBO):
                 stacklevel=4,
             )
         if assignment.joint:
-            spanned = {assignment.model[s] for sites in assignment.joint.values() for s in sites}
+            spanned = assignment.joint_terms()
             fixed = {t: w for t, w in self._weights.items() if not callable(w)}
             if len({weight_of(t, fixed) for t in spanned}) > 1 and "joint" in self._weights:
                 warnings.warn(
                     f"The guide's joint log-density at {sorted(assignment.joint)} spans "
-                    f"terms {sorted(spanned)} of different weights; it is weighted by "
+                    f"terms {list(spanned)} of different weights; it is weighted by "
                     f"weights['joint'] = {self._weights['joint']!r} as a whole.",
                     UserWarning,
                     stacklevel=4,

@@ -130,6 +130,10 @@ class TermAssignment(NamedTuple):
     summed_out: Tuple[str, ...] = ()
     unmatched: Tuple[str, ...] = ()
 
+    def joint_terms(self) -> Tuple[str, ...]:
+        """The terms of the model sites the guide's joint log-densities stand for, sorted."""
+        return tuple(sorted({self.model[s] for sites in self.joint.values() for s in sites}))
+
     def sites_by_term(self) -> Dict[str, Tuple[str, ...]]:
         """Term -> the site names feeding it, model sites first, in trace order."""
         result: Dict[str, list] = {}

@@ -17,7 +17,18 @@ import abc
 import math
 import numbers
 from collections.abc import Mapping as MappingABC
-from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Sequence, Tuple, Union
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    Iterator,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+)
 
 import torch
 
@@ -203,8 +214,7 @@ def joint_weight(assignment: TermAssignment, weights: Mapping[str, float]) -> Op
     """
     if JOINT in weights:
         return weights[JOINT]
-    spanned = {assignment.model[s] for sites in assignment.joint.values() for s in sites}
-    values = {weight_of(term, weights) for term in spanned}
+    values = {weight_of(term, weights) for term in assignment.joint_terms()}
     if len(values) > 1:
         return None
     return values.pop() if values else 1.0
@@ -212,8 +222,23 @@ def joint_weight(assignment: TermAssignment, weights: Mapping[str, float]) -> Op
 
 def joint_span(assignment: TermAssignment, weights: Mapping[str, float]) -> Dict[str, float]:
     """Term -> weight of every term the guide's joint log-density spans."""
-    spanned = sorted({assignment.model[s] for sites in assignment.joint.values() for s in sites})
-    return {term: weight_of(term, weights) for term in spanned}
+    return {term: weight_of(term, weights) for term in assignment.joint_terms()}
+
+
+def controller_groups(weights: Mapping[str, Weight]) -> List[Tuple[Controller, Tuple[str, ...]]]:
+    """Each controller among ``weights`` with the terms it weighs (one instance
+    given to several terms controls their sum)."""
+    groups: Dict[int, Tuple[Controller, Tuple[str, ...]]] = {}
+    for term, weight in weights.items():
+        if isinstance(weight, Controller):
+            _, terms = groups.get(id(weight), (weight, ()))
+            groups[id(weight)] = (weight, terms + (term,))
+    return list(groups.values())
+
+
+def per_datapoint(values: Mapping[str, float], terms: Tuple[str, ...], num_data: int) -> float:
+    """The sum of ``terms`` among ``values``, in nats per datapoint: a controller's estimate."""
+    return sum(values.get(t, 0.0) for t in terms) / num_data
 
 
 class TermWeights:
@@ -227,11 +252,7 @@ class TermWeights:
     def __init__(self, weights: Mapping[str, Weight], step: int):
         self.step = step
         self.fixed = weights_at(weights, step)
-        self.controllers: Dict[int, Tuple[Controller, Tuple[str, ...]]] = {}
-        for term, weight in weights.items():
-            if isinstance(weight, Controller):
-                _, terms = self.controllers.get(id(weight), (weight, ()))
-                self.controllers[id(weight)] = (weight, terms + (term,))
+        self.controllers = controller_groups(weights)
 
     def resolve(
         self, values: Mapping[str, float], assignment: TermAssignment, num_data: int = 1
@@ -250,8 +271,8 @@ class TermWeights:
         """
         resolved = dict(self.fixed)
         offset = 0.0
-        for controller, terms in self.controllers.values():
-            estimate = sum(values.get(t, 0.0) for t in terms) / num_data
+        for controller, terms in self.controllers:
+            estimate = per_datapoint(values, terms, num_data)
             weight = _controller_weight(controller, terms, self.step, estimate)
             resolved.update((t, weight) for t in terms)
             offset += num_data * controller.offset(self.step, estimate)
