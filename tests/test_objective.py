@@ -10,20 +10,7 @@ from pyro_kl import LinearWarmup, RateDistortionELBO, TherMLELBO, WeightedELBO, 
 from pyro_kl.objective import elbo_weighting, objective_from, summed_out_sites, trace_pair
 from pyro_kl.weighting import Controller
 
-
-def global_local():
-    def model(x):
-        mu = pyro.sample("mu", dist.Normal(0.0, 2.0))
-        with pyro.plate("data", len(x)):
-            z = pyro.sample("z", dist.Normal(mu, 1.0))
-            pyro.sample("x", dist.Normal(z, 0.5), obs=x)
-
-    def guide(x):
-        pyro.sample("mu", dist.Normal(pyro.param("m", torch.tensor(0.3)), 1.0))
-        with pyro.plate("data", len(x)):
-            pyro.sample("z", dist.Normal(0.5 * x, 1.0))
-
-    return model, guide, (torch.randn(5),)
+from .model_zoo import global_local
 
 
 def test_unit_weights_give_the_identity_with_minus_the_data_entropy():

@@ -26,6 +26,8 @@ from pyro_kl.worlds import dot as worlds_dot
 from pyro_kl.worlds import worlds_spec
 from pyro_kl.worlds.spec import WORLD_LABELS
 
+from .model_zoo import global_local
+
 needs_dot = pytest.mark.skipif(shutil.which("dot") is None, reason="graphviz `dot` not installed")
 
 N, X_DIM, Z_DIM, CLASSES = 4, 5, 2, 3
@@ -315,21 +317,6 @@ def test_spec_leaves_random_state_and_gradients_alone():
 
 
 # ---- the derived objective ------------------------------------------------
-
-
-def global_local():
-    def model(x):
-        mu = pyro.sample("mu", dist.Normal(0.0, 2.0))
-        with pyro.plate("data", len(x)):
-            z = pyro.sample("z", dist.Normal(mu, 1.0))
-            pyro.sample("x", dist.Normal(z, 0.5), obs=x)
-
-    def guide(x):
-        pyro.sample("mu", dist.Normal(pyro.param("m", torch.tensor(0.3)), 1.0))
-        with pyro.plate("data", len(x)):
-            pyro.sample("z", dist.Normal(0.5 * x, 1.0))
-
-    return model, guide, (torch.randn(5),)
 
 
 # ---- DOT and files --------------------------------------------------------

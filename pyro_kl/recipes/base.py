@@ -115,3 +115,18 @@ def check_num_data(num_data: int, minimum: int = 2) -> int:
     if not isinstance(num_data, int) or num_data < minimum:
         raise ValueError(f"num_data={num_data!r}; use an integer >= {minimum}.")
     return num_data
+
+
+def check_semi_supervised_options(labelled_fraction: float, total_count) -> None:
+    """The options the semi-supervised recipes share.
+
+    :raises ValueError: when ``labelled_fraction`` is not in ``(0, 1]`` or
+        ``total_count`` is neither ``None`` nor a positive integer.
+    """
+    if not 0.0 < labelled_fraction <= 1.0:
+        raise ValueError(
+            f"labelled_fraction={labelled_fraction}; use a share in (0, 1] of "
+            "examples whose label is shown."
+        )
+    if total_count is not None and (not isinstance(total_count, int) or total_count < 1):
+        raise ValueError(f"total_count={total_count!r}; use a positive integer or None.")

@@ -9,7 +9,7 @@ import torch
 from ..presets import BetaGammaELBO
 from ..terms import CLASSIFICATION, DISTORTION, RATE
 from ..weighting import Weight
-from .base import Recipe, check_num_data, seeded_generator
+from .base import Recipe, check_num_data, check_semi_supervised_options, seeded_generator
 from .data import labelled_blobs
 from .networks import GaussianHead, mlp
 
@@ -76,14 +76,8 @@ class SemiSupervisedVAE(Recipe):
         total_count: Optional[int] = None,
     ):
         super().__init__()
-        if not 0.0 < labelled_fraction <= 1.0:
-            raise ValueError(
-                f"labelled_fraction={labelled_fraction}; use a share in (0, 1] of "
-                "examples whose label is shown."
-            )
+        check_semi_supervised_options(labelled_fraction, total_count)
         self.dim, self.num_classes, self.latent_dim = dim, num_classes, latent_dim
-        if total_count is not None and (not isinstance(total_count, int) or total_count < 1):
-            raise ValueError(f"total_count={total_count!r}; use a positive integer or None.")
         self.labelled_fraction, self.total_count = labelled_fraction, total_count
         self.encoder = GaussianHead(dim, hidden_dim, latent_dim)
         self.decoder = mlp(latent_dim, hidden_dim, dim)
