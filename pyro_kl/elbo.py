@@ -1,45 +1,36 @@
-"""The weighted ELBO: ``loss = sum_t w_t * T_t`` over named information terms."""
+"""The weighted ELBO: ``loss = sum_t w_t * T_t`` over named information terms.
 
+:class:`WeightedELBO` is a thin adapter between Pyro's ELBO seams and the pure
+core: :class:`~pyro_kl.tracing.PairTracer` builds a call's traced pairs,
+:func:`~pyro_kl.estimate.estimate` turns them and the
+:class:`~pyro_kl.weighting.Weighting` into an
+:class:`~pyro_kl.estimate.Estimate`, and the ELBO records it (on training
+calls only) and counts steps by the rule of :mod:`pyro_kl.steps`.
+"""
+
+import math
+import numbers
+import threading
 import warnings
-from typing import Any, Dict, Mapping, NamedTuple, Optional, Union
+from collections import OrderedDict
+from typing import Any, Dict, Mapping, Optional
 
 import torch
 from pyro.infer import Trace_ELBO
+from pyro.infer.util import is_validation_enabled
 
-from . import enumeration
-from .distributed import all_reduce_terms
-from .estimators import TermEstimates, mean_of, monte_carlo_particle, weighted_loss
-from .terms import (
-    STANDARD_TERMS,
-    TERMS,
-    TermAssignment,
-    assign_terms,
-    num_datapoints,
-    structure_key,
-)
-from .weighting import (
-    Controller,
-    ReadOnlyMap,
-    TermWeights,
-    controller_groups,
-    per_datapoint,
-    Weight,
-    check_weights,
-    weight_of,
-)
+from .estimate import Estimate, estimate
+from .estimators import check_finite
+from .steps import TrainingSteps
+from .terms import TermAssignment, assign_terms, structure_key
+from .tracing import PairTracer, TracedPair, importance_pair
+from .weighting import Controller, ReadOnlyMap, Weight, Weighting
 
 _MAX_CACHED_STRUCTURES = 64
-
-
-class CallEstimate(NamedTuple):
-    """The result of one call: the weighted loss, its surrogate, the terms."""
-
-    loss: float
-    surrogate: Union[torch.Tensor, float]
-    terms: TermEstimates
-    weights: Dict[str, float]
-    trainable: bool
-    num_datapoints: int
+_STATE_KEYS = {"step", "controllers"}
+_ACTIVE = threading.local()
+_TRAINING_THREAD = {"ident": None}
+_TRAINING_LOCK = threading.Lock()
 
 
 class WeightedELBO(Trace_ELBO):
@@ -64,11 +55,15 @@ class WeightedELBO(Trace_ELBO):
     (:class:`~pyro.infer.TraceMeanField_ELBO`'s with ``analytic_kl=True``,
     :class:`~pyro.infer.TraceEnum_ELBO`'s for enumerated sites).
 
-    After each call, :attr:`last_terms` holds the unweighted term estimates
-    (nats, summed over the data and scaled for subsampling like the loss,
-    averaged over particles) and :attr:`last_weights` the weights used, so
-    that ``loss == sum(last_weights[t] * last_terms[t])`` (plus a
-    controller's constant, see :mod:`pyro_kl.controllers`).
+    After each *training* call (:meth:`loss_and_grads`, or
+    :meth:`differentiable_loss` with gradients enabled), :attr:`last_terms`
+    holds the unweighted term estimates (nats, summed over the data and scaled
+    for subsampling like the loss, averaged over particles) and
+    :attr:`last_weights` the weights used, so that
+    ``loss == sum(last_weights[t] * last_terms[t])`` (plus a controller's
+    constant, see :mod:`pyro_kl.controllers`). They are kept as tensors and read
+    back only when read. :meth:`loss` (and so ``SVI.evaluate_loss``) records
+    nothing; :meth:`estimate_terms` returns the terms of any data.
 
     :param elbo_args: :class:`~pyro.infer.ELBO`'s positional options in
         Pyro's order (``num_particles``, ``max_plate_nesting``, ...).
@@ -81,6 +76,8 @@ class WeightedELBO(Trace_ELBO):
     :param dict site_terms: site name -> term name; overrides the default
         rule and ``infer={"kl_term": ...}`` tags, so a model need not be edited.
     :param bool analytic_kl: use closed-form KL divergences where registered.
+    :param weighting: a :class:`~pyro_kl.weighting.Weighting` in place of
+        ``weights`` and ``site_terms`` (the presets pass theirs).
     :param elbo_kwargs: any :class:`~pyro.infer.ELBO` option:
         ``num_particles``, ``vectorize_particles``, ``max_plate_nesting``,
         ``retain_graph``, ...
@@ -94,18 +91,12 @@ class WeightedELBO(Trace_ELBO):
             print(elbo.last_terms)  # {'rate': ..., 'distortion': ..., ...}
 
     .. note:: The step count :attr:`step` (used by schedules and
-        controllers) counts training steps: it advances once per
-        :meth:`loss_and_grads` (each ``SVI.step``) and once per backward pass
-        through a :meth:`differentiable_loss` (a training loop over
-        :meth:`~pyro.infer.ELBO.__call__`'s module), so a forward pass that is
-        never differentiated (such as the module's initialising call) does not
-        count. Save and restore it with :meth:`state_dict` /
-        :meth:`load_state_dict`.
+        controllers) counts optimizer steps: the training calls between two
+        updates of the parameters are one step, whether they come from
+        ``SVI.step``, a PyTorch loop over :meth:`~pyro.infer.ELBO.__call__`'s
+        module, gradient accumulation or DDP (see :mod:`pyro_kl.steps`). Save
+        and restore it with :meth:`state_dict` / :meth:`load_state_dict`.
     """
-
-    _weight_groups: tuple = ()
-    """Terms a preset weighs with one knob, e.g. ``(("rate", "complexity"),)``: a
-    weight on a term no site feeds is silent while another term of its group is fed."""
 
     def __init__(
         self,
@@ -113,99 +104,137 @@ class WeightedELBO(Trace_ELBO):
         weights: Optional[Mapping[str, Weight]] = None,
         site_terms: Optional[Mapping[str, str]] = None,
         analytic_kl: bool = False,
-        terms: Optional[Mapping[str, str]] = None,
+        weighting: Optional[Weighting] = None,
         **elbo_kwargs: Any,
     ):
-        if terms is not None:
-            warnings.warn(
-                "WeightedELBO(terms=...) is renamed site_terms=...", FutureWarning, stacklevel=2
-            )
-            site_terms = terms if site_terms is None else site_terms
         super().__init__(*elbo_args, **elbo_kwargs)
-        self.weights = weights
-        self.site_terms = site_terms
+        check_elbo_options(self)
+        if weighting is None:
+            weighting = Weighting(weights, site_terms)
+        elif weights is not None or site_terms is not None:
+            raise TypeError("Pass either weighting= or weights=/site_terms=, not both.")
+        elif not isinstance(weighting, Weighting):
+            raise TypeError(
+                f"weighting must be a pyro_kl.weighting.Weighting, got {type(weighting).__name__}."
+            )
+        self.weighting = weighting
         self.analytic_kl = analytic_kl
-        self.step = 0
-        self.last_terms: Dict[str, float] = {}
-        self.last_weights: Dict[str, float] = {}
-        self._enumerated_pairs: Dict[Any, bool] = {}  # (model, guide) -> enumerates?
+        self._steps = TrainingSteps()
+        self._tracer = PairTracer()
+        self._last: Optional[Estimate] = None
 
     # ---- configuration --------------------------------------------------
+
+    @property
+    def weighting(self) -> Weighting:
+        """The weights and site terms, as one immutable :class:`~pyro_kl.weighting.Weighting`;
+        assign a new one (or new :attr:`weights` / :attr:`site_terms`) to change them."""
+        return self._weighting
+
+    @weighting.setter
+    def weighting(self, weighting: Weighting) -> None:
+        self._weighting = weighting
+        self._assignments: "OrderedDict[tuple, TermAssignment]" = OrderedDict()
 
     @property
     def weights(self) -> ReadOnlyMap:
         """Term name -> weight, read-only; assign a new dict to change them
         (it is validated): ``elbo.weights = {**elbo.weights, "rate": 0.5}``."""
-        return self._weights
+        return self._weighting.weights
 
     @weights.setter
     def weights(self, weights: Optional[Mapping[str, Weight]]) -> None:
-        self._weights = ReadOnlyMap(check_weights(weights), "weights")
-        self._assignments: Dict[tuple, TermAssignment] = {}  # checked against these weights
+        self.weighting = self._weighting.replace(weights=weights)
 
     @property
-    def site_terms(self) -> Mapping[str, str]:
+    def site_terms(self) -> ReadOnlyMap:
         """Site name -> term name, read-only; assign a new dict to change it."""
-        return self._site_terms
+        return self._weighting.site_terms
 
     @site_terms.setter
     def site_terms(self, site_terms: Optional[Mapping[str, str]]) -> None:
-        if site_terms is not None and not isinstance(site_terms, Mapping):
-            raise TypeError(
-                f"site_terms must be a dict {{site name: term name}}, got "
-                f"{type(site_terms).__name__}; e.g. site_terms={{'y': 'classification'}}."
-            )
-        checked = dict(site_terms or {})
-        for site, term in checked.items():
-            if not isinstance(term, str) or not term:
-                raise ValueError(
-                    f"site_terms['{site}'] = {term!r}; term names are non-empty strings."
-                )
-        self._site_terms = ReadOnlyMap(checked, "site_terms")
-        self._assignments = {}
+        self.weighting = self._weighting.replace(site_terms=site_terms)
+
+    @property
+    def step(self) -> int:
+        """Optimizer steps taken so far (the rule is in :mod:`pyro_kl.steps`)."""
+        return self._steps.count
+
+    @step.setter
+    def step(self, step: int) -> None:
+        self._steps.reset(_whole_step(step))
+
+    @property
+    def last_estimate(self) -> Optional[Estimate]:
+        """The :class:`~pyro_kl.estimate.Estimate` of the last training call (tensors)."""
+        return self._last
+
+    @property
+    def last_terms(self) -> Dict[str, float]:
+        """The last training call's unweighted terms in nats, read back to the host
+        when read (``{}`` before the first). :meth:`loss` and ``SVI.evaluate_loss``
+        do not change them; use :meth:`estimate_terms` for the terms of other data."""
+        return {} if self._last is None else _floats(self._last.terms)
+
+    @property
+    def last_weights(self) -> Dict[str, float]:
+        """The weights the last training call used."""
+        return {} if self._last is None else _floats(self._last.weights)
 
     # ---- public API -----------------------------------------------------
 
     def loss(self, model, guide, *args, **kwargs) -> float:
         """
-        :returns: an estimate of the weighted loss ``sum_t w_t T_t``.
+        An estimate of the weighted loss ``sum_t w_t T_t``, without gradients
+        and without recording anything (:attr:`last_terms` and :attr:`step` are kept).
+
         :rtype: float
         """
         with torch.no_grad():
-            estimate = self._estimate(model, guide, args, kwargs)
-        self._record(estimate)
-        return estimate.loss
+            result = self._estimate(model, guide, args, kwargs, self._steps.count)
+        loss = result.loss.item()
+        check_finite(loss, result.contributions)
+        return loss
 
     def loss_and_grads(self, model, guide, *args, **kwargs) -> float:
-        """Estimates the weighted loss and backpropagates its surrogate.
+        """Estimates the weighted loss and backpropagates its surrogate: one
+        training call (see :mod:`pyro_kl.steps`).
 
-        Gradients are computed once, after every particle's loss is known to
-        be finite, so a failing particle leaves no gradient behind.
+        Gradients are computed once, after the loss is known to be finite, so a
+        failing particle leaves no gradient behind.
 
         :returns: an estimate of the weighted loss.
         :rtype: float
         """
-        estimate = self._estimate(model, guide, args, kwargs)
-        surrogate = estimate.surrogate
-        if estimate.trainable and getattr(surrogate, "requires_grad", False):
-            surrogate.backward(retain_graph=self.retain_graph)
-        self._record(estimate)
-        self._finish_step(estimate)
-        return estimate.loss
+        with _training_call():
+            result = self._estimate(model, guide, args, kwargs, self._steps.count)
+            loss = result.loss.item()
+            check_finite(loss, result.contributions)
+            surrogate = result.surrogate
+            if result.trainable and getattr(surrogate, "requires_grad", False):
+                surrogate.backward(retain_graph=self.retain_graph)
+            self._record(result)
+        return loss
 
     def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
         """The weighted loss as a tensor whose gradient is the estimator's.
 
-        A backward pass through it counts as one training step.
+        With gradients enabled it is a training call (see :mod:`pyro_kl.steps`);
+        under :func:`torch.no_grad` nothing is recorded. Under Pyro's validation
+        a non-finite loss raises an error naming the sites.
         """
-        estimate = self._estimate(model, guide, args, kwargs)
-        self._record(estimate)
-        surrogate = estimate.surrogate
-        if not torch.is_tensor(surrogate):
-            return torch.tensor(estimate.loss)
-        loss = estimate.loss + (surrogate - surrogate.detach())
-        if loss.requires_grad:
-            loss.register_hook(lambda grad: self._finish_step(estimate))
+        training = torch.is_grad_enabled()
+        with _training_call() if training else _nothing():
+            result = self._estimate(model, guide, args, kwargs, self._steps.count)
+            if is_validation_enabled() and not torch.compiler.is_compiling():
+                check_finite(result.loss.item(), result.contributions)
+            surrogate = result.surrogate
+            if not torch.is_tensor(surrogate):
+                loss = result.loss
+            else:
+                loss = result.loss + (surrogate - surrogate.detach())
+            if training:
+                self._record(result)
         return loss
 
     def estimate_terms(self, model, guide, *args, **kwargs) -> Dict[str, float]:
@@ -216,21 +245,14 @@ class WeightedELBO(Trace_ELBO):
         :rtype: dict
         """
         with torch.no_grad():
-            return dict(self._estimate(model, guide, args, kwargs).terms.values)
-
-    def terms(self, model, guide, *args, **kwargs) -> Dict[str, float]:
-        """Deprecated spelling of :meth:`estimate_terms`."""
-        warnings.warn(
-            "WeightedELBO.terms() is renamed estimate_terms()", FutureWarning, stacklevel=2
-        )
-        return self.estimate_terms(model, guide, *args, **kwargs)
+            return _floats(self._estimate(model, guide, args, kwargs, self._steps.count).terms)
 
     def state_dict(self) -> Dict[str, Any]:
         """The ELBO's state (its step count and its controllers' state), for checkpoints."""
         state: Dict[str, Any] = {"step": self.step}
         controllers = {
             term: weight.state_dict()
-            for term, weight in self._weights.items()
+            for term, weight in self.weights.items()
             if isinstance(weight, Controller)
         }
         if controllers:
@@ -240,139 +262,163 @@ class WeightedELBO(Trace_ELBO):
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restores :meth:`state_dict`, so schedules and controllers continue where they were.
 
-        :raises ValueError: if the step is missing, negative or not a whole number.
+        :raises ValueError: if the keys are not those :meth:`state_dict` writes
+            for this ELBO's weights, or the step is not a whole number ``>= 0``.
         """
-        step = state.get("step") if isinstance(state, Mapping) else None
-        if isinstance(step, torch.Tensor) and step.numel() == 1:
-            step = step.item()
-        if isinstance(step, bool) or not isinstance(step, (int, float)) or step != int(step):
+        if not isinstance(state, Mapping):
             raise ValueError(
-                f"load_state_dict needs {{'step': a whole number >= 0}}, got {state!r}; "
-                "pass what elbo.state_dict() returned."
+                f"load_state_dict needs the dict elbo.state_dict() returned "
+                f"({{'step': ...}}), got {type(state).__name__}."
             )
-        if step < 0:
-            raise ValueError(f"load_state_dict got step={step}; the step count is >= 0.")
-        self.step = int(step)
-        for term, controller_state in state.get("controllers", {}).items():
-            weight = self._weights.get(term)
-            if not isinstance(weight, Controller):
-                raise ValueError(
-                    f"The state holds a controller for term '{term}', but this ELBO's "
-                    f"weight there is {weight!r}; build the ELBO with the same weights."
-                )
-            weight.load_state_dict(controller_state)
+        expected = set(self.state_dict())
+        missing, extra = sorted(expected - set(state)), sorted(set(state) - expected)
+        if missing or extra:
+            raise ValueError(
+                f"load_state_dict: the state's keys {sorted(state)} are not those this ELBO "
+                f"writes ({sorted(expected)}): missing {missing}, unexpected {extra}. Pass "
+                "what elbo.state_dict() returned, from an ELBO built with the same weights."
+            )
+        self._steps.reset(_whole_step(state["step"]))
+        controllers = state.get("controllers", {})
+        owned = {t for t, w in self.weights.items() if isinstance(w, Controller)}
+        if set(controllers) != owned:
+            raise ValueError(
+                f"The state holds controllers for terms {sorted(controllers)}, but this ELBO's "
+                f"controllers weigh {sorted(owned)}; build the ELBO with the same weights."
+            )
+        for term, controller_state in controllers.items():
+            self.weights[term].load_state_dict(controller_state)
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_last"] = None  # tensors of a graph; last_terms are for logging
+        state["_assignments"] = OrderedDict()
+        return state
 
     # ---- one call -------------------------------------------------------
 
-    def _estimate(self, model, guide, args, kwargs) -> CallEstimate:
-        particles = []
-        assignment = None
-        trainable = False
+    def _estimate(self, model, guide, args, kwargs, step: int) -> Estimate:
+        return estimate(
+            self._traced_pairs(model, guide, args, kwargs),
+            self._weighting,
+            step,
+            num_particles=self.num_particles,
+            use_analytic_kl=self.analytic_kl,
+        )
+
+    def _traced_pairs(self, model, guide, args, kwargs):
         for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
-            assignment = self._assignment(model_trace, guide_trace)
-            if enumeration.is_packed(guide_trace):
-                particle = enumeration.enumerated_particle(model_trace, guide_trace, assignment)
-            else:
-                particle = monte_carlo_particle(
-                    model_trace, guide_trace, assignment, use_analytic_kl=self.analytic_kl
-                )
-            particles.append(particle)
-            trainable = trainable or any(
-                site["type"] == "param"
-                for trace in (model_trace, guide_trace)
-                for site in trace.nodes.values()
-            )
-        terms = mean_of(particles, self.num_particles)
-        step_weights = TermWeights(self._weights, self.step)
-        num_data = num_datapoints(model_trace) if step_weights.controllers else 1
-        weights, offset = step_weights.resolve(terms.values, assignment, num_data)
-        loss, surrogate = weighted_loss(terms, weights, offset)
-        return CallEstimate(loss, surrogate, terms, weights, trainable, num_data)
+            yield TracedPair(model_trace, guide_trace, self._assignment(model_trace, guide_trace))
 
-    def _record(self, estimate: CallEstimate) -> None:
-        self.last_terms = dict(estimate.terms.values)
-        self.last_weights = dict(estimate.weights)
-
-    def _finish_step(self, estimate: CallEstimate) -> None:
-        """After a training step: update the controllers, count the step."""
-        groups = controller_groups(self._weights)
-        if groups:
-            values = all_reduce_terms(estimate.terms.values)
-            for controller, terms in groups:
-                controller.update(self.step, per_datapoint(values, terms, estimate.num_datapoints))
-        self.step += 1
+    def _record(self, result: Estimate) -> None:
+        self._last = result
+        self._steps.record(
+            params=result.params,
+            terms=result.terms,
+            num_data=result.num_datapoints,
+            controllers=self._weighting.controllers,
+        )
 
     # ---- traces and terms (Pyro's seams) --------------------------------
 
     def _get_traces(self, model, guide, args, kwargs):
-        yield from enumeration.traces(self, super()._get_traces, model, guide, args, kwargs)
+        yield from self._tracer.pairs(self, super()._get_traces, model, guide, args, kwargs)
 
     def _get_trace(self, model, guide, args, kwargs):
-        return enumeration.trace_pair(self, model, guide, args, kwargs)
+        return importance_pair(model, guide, args, kwargs, self.max_plate_nesting)
 
     def _assignment(self, model_trace, guide_trace) -> TermAssignment:
         """The term of every site, computed and checked against the weights once per
-        trace structure (new weights or a new ``site_terms`` map empty the cache)."""
+        trace structure (a new weighting empties the cache)."""
         key = (structure_key(model_trace), structure_key(guide_trace))
         assignment = self._assignments.get(key)
         if assignment is None:
-            assignment = assign_terms(model_trace, guide_trace, self._site_terms)
-            self._check_weights_against(assignment)
-            if len(self._assignments) >= _MAX_CACHED_STRUCTURES:
-                self._assignments.clear()  # a model whose structure keeps changing
-            self._assignments[key] = assignment
-        return assignment
-
-    def _check_weights_against(self, assignment: TermAssignment) -> None:
-        """Cheap checks of the weights against the terms a model feeds, once per
-        structure and whether or not Pyro's validation is on."""
-        fed = set(assignment.model.values()) | set(assignment.guide.values())
-        unknown = sorted(
-            t for t in self._weights if t not in fed and t not in TERMS
-        )
-        if unknown:
-            raise ValueError(
-                f"weights name term(s) {unknown} that no site feeds; this model's terms "
-                f"are {sorted(fed)}. Fix the term names, or send sites to them with "
-                "site_terms={site: term} or infer={'kl_term': term}."
-            )
-        for term, weight in self._weights.items():
-            group = next((g for g in self._weight_groups if term in g), (term,))
-            if any(t in fed for t in group):
-                continue
-            if isinstance(weight, Controller):
-                raise ValueError(
-                    f"A controller weighs term '{term}', which no site of this model "
-                    f"feeds (its terms are {sorted(fed)}). Send sites to it with "
-                    "site_terms={site: term} or infer={'kl_term': term}."
-                )
-            if term not in STANDARD_TERMS or (isinstance(weight, float) and weight == 1.0):
-                continue
-            warnings.warn(
-                f"The weight {weight!r} on term '{term}' has no effect: no site of this "
-                f"model feeds '{term}' (its terms are {sorted(fed)}). Send sites to it "
-                f"with site_terms={{site: '{term}'}} or infer={{'kl_term': '{term}'}}.",
-                UserWarning,
-                stacklevel=4,
-            )
-        if assignment.unmatched:
-            warnings.warn(
-                f"Guide site(s) {list(assignment.unmatched)} are not in the model and not "
-                "marked infer={'is_auxiliary': True}. Their log-density still enters the "
-                "loss, as in Pyro's ELBOs, and is reported under the term of the model "
-                "sites sampled after them ('joint' when there are several). Remove them "
-                "from the guide, or mark them auxiliary if they stand for model sites.",
-                UserWarning,
-                stacklevel=4,
-            )
-        if assignment.joint:
-            spanned = assignment.joint_terms()
-            fixed = {t: w for t, w in self._weights.items() if not callable(w)}
-            if len({weight_of(t, fixed) for t in spanned}) > 1 and "joint" in self._weights:
+            assignment = assign_terms(model_trace, guide_trace, self._weighting.site_terms)
+            self._weighting.check_against(assignment)
+            if assignment.unmatched:
                 warnings.warn(
-                    f"The guide's joint log-density at {sorted(assignment.joint)} spans "
-                    f"terms {list(spanned)} of different weights; it is weighted by "
-                    f"weights['joint'] = {self._weights['joint']!r} as a whole.",
+                    f"Guide site(s) {list(assignment.unmatched)} are not in the model and not "
+                    "marked infer={'is_auxiliary': True}. Their log-density still enters the "
+                    "loss, as in Pyro's ELBOs, and is reported under the term of the model "
+                    "sites sampled after them ('joint' when there are several). Remove them "
+                    "from the guide, or mark them auxiliary if they stand for model sites.",
                     UserWarning,
                     stacklevel=4,
                 )
+            self._assignments[key] = assignment
+            if len(self._assignments) > _MAX_CACHED_STRUCTURES:
+                self._assignments.popitem(last=False)  # a structure that keeps changing
+        return assignment
+
+
+def _floats(values: Mapping[str, Any]) -> Dict[str, float]:
+    return {k: float(v) for k, v in values.items()}
+
+
+def _whole_step(step) -> int:
+    if isinstance(step, torch.Tensor) and step.numel() == 1:
+        step = step.item()
+    if isinstance(step, bool) or not isinstance(step, numbers.Real) or not (
+        math.isfinite(step) and step == int(step) and step >= 0
+    ):
+        raise ValueError(
+            f"load_state_dict got step={step!r}; the step count is a whole number >= 0. "
+            "Pass what elbo.state_dict() returned."
+        )
+    return int(step)
+
+
+def check_elbo_options(elbo) -> None:
+    """Pyro's ELBO options, checked with messages that name the fix (Pyro's own
+    checks are assertions, or none)."""
+    n = elbo.num_particles
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+        raise ValueError(
+            f"num_particles={n!r}; use a whole number >= 1 (the number of samples "
+            "the loss averages)."
+        )
+    nesting = elbo.max_plate_nesting
+    if nesting != float("inf") and (
+        isinstance(nesting, bool) or not isinstance(nesting, numbers.Integral) or nesting < 0
+    ):
+        raise ValueError(
+            f"max_plate_nesting={nesting!r}; use a whole number >= 0 (how many plates "
+            "nest, counting a distribution's batch dims), or leave it out to have it guessed."
+        )
+
+
+class _training_call:
+    """Marks a training call: refuses a second thread training at the same time
+    (Pyro's effect handlers live on one global stack, so two threads would mix
+    their traces)."""
+
+    def __enter__(self):
+        ident = threading.get_ident()
+        with _TRAINING_LOCK:
+            owner = _TRAINING_THREAD["ident"]
+            if owner is not None and owner != ident:
+                raise RuntimeError(
+                    "Another thread is in a pyro_kl training call. Pyro keeps its effect "
+                    "handlers on one global stack, so two models cannot train in two threads "
+                    "of one process: run one process per model (e.g. multiprocessing or "
+                    "torch.multiprocessing)."
+                )
+            depth = getattr(_ACTIVE, "depth", 0)
+            _ACTIVE.depth = depth + 1
+            _TRAINING_THREAD["ident"] = ident
+        return self
+
+    def __exit__(self, *exc):
+        with _TRAINING_LOCK:
+            _ACTIVE.depth -= 1
+            if _ACTIVE.depth == 0:
+                _TRAINING_THREAD["ident"] = None
+        return False
+
+
+class _nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False

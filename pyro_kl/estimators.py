@@ -2,12 +2,12 @@
 
 Each estimator takes the traces of one particle and the term of every site
 (:class:`~pyro_kl.terms.TermAssignment`) and returns its unweighted terms
-(:class:`TermEstimates`): each term's value as a float and a surrogate
-tensor whose gradient is the estimator's gradient of that term. Every
-estimator is linear in the costs, so a weighted sum of the surrogates is a
-surrogate of the weighted loss: :func:`weighted_loss` applies the weights
-once per call, after the particles are averaged (:func:`mean_of`). Nothing
-is stored anywhere, as Pyro keeps ``_compute_log_r`` and
+(:class:`TermEstimates`): each term's value as a detached 0-d tensor and a
+surrogate tensor whose gradient is the estimator's gradient of that term.
+Every estimator is linear in the costs, so a weighted sum of the surrogates
+is a surrogate of the weighted loss (:func:`weighted_loss`, after the
+particles are averaged by :func:`mean_of`; one call is
+:func:`pyro_kl.estimate.estimate`). Nothing is stored anywhere, as Pyro keeps ``_compute_log_r`` and
 ``_compute_dice_elbo`` apart from its ELBO classes.
 
 - :func:`monte_carlo_particle`: Pyro's :class:`~pyro.infer.Trace_ELBO`
@@ -35,16 +35,20 @@ from .terms import TermAssignment
 class TermEstimates(NamedTuple):
     """The unweighted terms of one particle (or the mean over particles).
 
-    :ivar dict values: term name -> estimate in nats (a float).
+    :ivar dict values: term name -> estimate in nats (a detached 0-d tensor).
     :ivar dict surrogates: term name -> a tensor whose gradient is the
         estimator's gradient of that term (its value need not be the term's).
-    :ivar list contributions: ``(site, term, value)`` of every summand, for
-        error messages.
+    :ivar list contributions: ``(site, term, value)`` of every summand (values
+        as tensors), for error messages.
     """
 
-    values: Dict[str, float]
+    values: Dict[str, torch.Tensor]
     surrogates: Dict[str, torch.Tensor]
-    contributions: List[Tuple[str, str, float]]
+    contributions: List[Tuple[str, str, torch.Tensor]]
+
+
+def _add(total, part):
+    return part if total is None else total + part
 
 
 def mean_of(particles: List[TermEstimates], num_particles: int) -> TermEstimates:
@@ -52,42 +56,42 @@ def mean_of(particles: List[TermEstimates], num_particles: int) -> TermEstimates
     sequential enumeration yields several traces per particle)."""
     if len(particles) == 1 and num_particles == 1:
         return particles[0]
-    values: Dict[str, float] = {}
+    values: Dict[str, Any] = {}
     surrogates: Dict[str, Any] = {}
     contributions = []
     for particle in particles:
         for term, value in particle.values.items():
-            values[term] = values.get(term, 0.0) + value / num_particles
+            values[term] = _add(values.get(term), value / num_particles)
         for term, part in particle.surrogates.items():
-            part = part / num_particles
-            surrogates[term] = surrogates[term] + part if term in surrogates else part
+            surrogates[term] = _add(surrogates.get(term), part / num_particles)
         contributions.extend(particle.contributions)
     return TermEstimates(values, surrogates, contributions)
 
 
 def weighted_loss(
-    estimates: TermEstimates, weights: Mapping[str, float], offset: float = 0.0
-) -> Tuple[float, Union[torch.Tensor, float]]:
-    """``(loss, surrogate)``: ``sum_t w_t T_t + offset`` as a float, and the
+    estimates: TermEstimates, weights: Mapping[str, Any], offset: Any = 0.0
+) -> Tuple[torch.Tensor, Union[torch.Tensor, float]]:
+    """``(loss, surrogate)``: ``sum_t w_t T_t + offset`` as a 0-d tensor, and the
     surrogate whose gradient is its gradient. A term of weight 0 is left out
-    entirely, so an infinite log-density there cannot make a NaN.
-
-    :raises ValueError: if the loss is not finite, naming the sites.
-    """
-    loss = offset
+    entirely, so an infinite log-density there cannot make a NaN. Nothing is
+    read back to the host (see :func:`check_finite`)."""
+    loss = None
     surrogate: Union[torch.Tensor, float] = 0.0
     for term, value in estimates.values.items():
         weight = weights[term]
-        if weight == 0.0:
+        if isinstance(weight, float) and weight == 0.0:
             continue
         part = estimates.surrogates.get(term)
-        if weight != 1.0:
+        if not (isinstance(weight, float) and weight == 1.0):
             value = weight * value
             part = None if part is None else weight * part
-        loss = loss + value
+        loss = _add(loss, value)
         if part is not None:
             surrogate = surrogate + part
-    check_finite(loss, estimates.contributions)
+    if loss is None:
+        loss = torch.zeros(())
+    if not (isinstance(offset, float) and offset == 0.0):
+        loss = loss + offset
     return loss, surrogate
 
 
@@ -103,35 +107,24 @@ def analytic_kl(model_site, guide_site) -> Optional[torch.Tensor]:
     return scale_and_mask(kl, guide_site["scale"], guide_site["mask"])
 
 
-def check_finite(loss: float, contributions: List[Tuple[str, str, float]]) -> None:
+def check_finite(loss: float, contributions: List[Tuple[str, str, Any]]) -> None:
     """Raise a :class:`ValueError` naming the sites when ``loss`` is not finite.
 
+    :param float loss: the loss, read back to the host.
     :param list contributions: ``(site, term, value)`` of every summand.
     """
     if math.isfinite(loss):
         return
-    bad = [f"'{n}' (term '{t}': {v})" for n, t, v in contributions if not math.isfinite(v)]
+    bad = []
+    for name, term, value in contributions:
+        value = float(value)
+        if not math.isfinite(value):
+            bad.append(f"'{name}' (term '{term}': {value})")
     raise ValueError(
         f"The loss is {loss}; non-finite contributions come from site(s) "
         f"{', '.join(bad) or 'none alone (overflow in the sum)'}. Check these "
         "sites' parameters and support, or give their term weight 0."
     )
-
-
-def to_floats(values: List[Any]) -> List[float]:
-    """Python floats of 0-d tensors (or numbers). On an accelerator they are read
-    back in one transfer (one host synchronisation); on the CPU, where reading a
-    value costs nothing, one by one, which is faster than stacking them."""
-    tensors = [v for v in values if torch.is_tensor(v)]
-    if not tensors or not read_at_once(tensors[0]):
-        return [v.item() if torch.is_tensor(v) else float(v) for v in values]
-    read = iter(torch.stack([t.detach().to(torch.float64) for t in tensors]).tolist())
-    return [next(read) if torch.is_tensor(v) else float(v) for v in values]
-
-
-def read_at_once(tensor: torch.Tensor) -> bool:
-    """Whether values on ``tensor``'s device are read back together (off the CPU)."""
-    return tensor.device.type != "cpu"
 
 
 def monte_carlo_particle(
@@ -161,7 +154,7 @@ def monte_carlo_particle(
     :rtype: TermEstimates
     """
     guide_nodes = guide_trace.nodes
-    summands = []  # (site, term, value as a 0-d tensor), read back to the host at once
+    summands = []  # (site, term, value as a 0-d tensor)
     surrogates: Dict[str, Any] = {}
     costs: Dict[str, list] = {}  # term -> [(site, analytic KL or -log ratio)]
     analytic = set()
@@ -204,13 +197,11 @@ def monte_carlo_particle(
             entropy_term = entropy_term.sum()
         add(name, term, site["log_prob_sum"], entropy_term)
 
-    # one host synchronisation for every summand, added up in double precision
-    floats = to_floats([value for _, _, value in summands])
-    values: Dict[str, float] = {}
-    contributions = []
-    for (name, term, _), value in zip(summands, floats):
-        values[term] = values.get(term, 0.0) + value
-        contributions.append((name, term, value))
+    totals: Dict[str, Any] = {}
+    for _, term, value in summands:
+        totals[term] = _add(totals.get(term), value)
+    values = {term: total.detach() for term, total in totals.items()}
+    contributions = [(name, term, value.detach()) for name, term, value in summands]
 
     if score_sites:
         stacks = get_plate_stacks(model_trace)
@@ -221,3 +212,4 @@ def monte_carlo_particle(
                 score = (cost * site["score_parts"].score_function).sum()
                 surrogates[term] = surrogates[term] + score if term in surrogates else score
     return TermEstimates(values, surrogates, contributions)
+

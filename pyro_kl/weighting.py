@@ -9,13 +9,15 @@ A weight is one of
   :mod:`pyro_kl.controllers`).
 
 One rule gives every term its weight: a term the weights do not name has
-weight 1 (:func:`weight_of`). :class:`TermWeights` holds the weights of one
-step, evaluated, and resolves them against one particle's terms.
+weight 1 (:func:`weight_of`). :class:`Weighting` holds the weights, the
+``site_terms`` map and the controllers as one immutable, validated value, and
+resolves them against a call's terms.
 """
 
 import abc
 import math
 import numbers
+import warnings
 from collections.abc import Mapping as MappingABC
 from typing import (
     Any,
@@ -32,7 +34,7 @@ from typing import (
 
 import torch
 
-from .terms import JOINT, MARGINAL_TERM_JOIN, TermAssignment
+from .terms import JOINT, MARGINAL_TERM_JOIN, TERMS, TermAssignment
 
 
 class Controller(abc.ABC):
@@ -178,7 +180,7 @@ class ReadOnlyMap(MappingABC):
 def weights_at(weights: Mapping[str, Weight], step: int) -> Dict[str, float]:
     """Every constant and schedule evaluated at ``step`` (a schedule's value is
     checked too); controllers are left out, since their value depends on the
-    terms (see :class:`TermWeights`)."""
+    terms (see :meth:`Weighting.resolve`)."""
     return {
         term: weight
         if isinstance(weight, float)
@@ -236,31 +238,158 @@ def controller_groups(weights: Mapping[str, Weight]) -> List[Tuple[Controller, T
     return list(groups.values())
 
 
-def per_datapoint(values: Mapping[str, float], terms: Tuple[str, ...], num_data: int) -> float:
-    """The sum of ``terms`` among ``values``, in nats per datapoint: a controller's estimate."""
-    return sum(values.get(t, 0.0) for t in terms) / num_data
+def controlled_estimate(values: Mapping[str, Any], terms: Tuple[str, ...], num_data: int):
+    """The sum of ``terms`` among ``values`` in nats per datapoint: a controller's estimate
+    (a tensor when the values are tensors)."""
+    total = sum((values[t] for t in terms if t in values), 0.0)
+    return total / num_data
 
 
-class TermWeights:
-    """The weights of one step: constants and schedules evaluated, controllers
-    kept, ready to be resolved against each particle's terms.
+def check_site_terms(site_terms: Optional[Mapping[str, str]]) -> Dict[str, str]:
+    """Validate a ``{site name: term name}`` map.
 
-    :param dict weights: term -> weight (as validated by :func:`check_weights`).
-    :param int step: the step count.
+    :raises TypeError: if it is not a mapping.
+    :raises ValueError: on a term name that is not a non-empty string, or one
+        holding :data:`~pyro_kl.terms.MARGINAL_TERM_JOIN` (reserved for marginals).
+    """
+    if site_terms is not None and not isinstance(site_terms, MappingABC):
+        raise TypeError(
+            f"site_terms must be a dict {{site name: term name}}, got "
+            f"{type(site_terms).__name__}; e.g. site_terms={{'y': 'classification'}}."
+        )
+    checked = dict(site_terms or {})
+    for site, term in checked.items():
+        if not isinstance(term, str) or not term:
+            raise ValueError(f"site_terms['{site}'] = {term!r}; term names are non-empty strings.")
+        check_term_name(term, f"site_terms['{site}']")
+    return checked
+
+
+def check_term_name(term: str, where: str) -> None:
+    """:raises ValueError: if a user's term name holds the character that joins
+    the terms of a model-side marginal (``"+"``)."""
+    if MARGINAL_TERM_JOIN in term:
+        raise ValueError(
+            f"{where} names the term {term!r}; '{MARGINAL_TERM_JOIN}' is reserved for the "
+            "marginal of several terms (e.g. 'classification+distortion'). Rename the term, "
+            f"e.g. {term.replace(MARGINAL_TERM_JOIN, '_')!r}."
+        )
+
+
+class Weighting:
+    """What an objective weighs, as one immutable, validated value: the weights
+    (floats, schedules, controllers), the ``site_terms`` map, and the
+    controllers grouped with the terms they weigh.
+
+    A :class:`~pyro_kl.WeightedELBO` holds one; the presets are factories of
+    it; :func:`~pyro_kl.derive_objective` and :func:`~pyro_kl.render_worlds`
+    read it. Change it with :meth:`replace`, which validates again.
+
+    :param dict weights: term name -> weight (see :data:`Weight`); terms not
+        named have weight 1.
+    :param dict site_terms: site name -> term name, overriding the default rule.
+    :raises TypeError, ValueError: on weights or a map that are not valid.
+
+    Example::
+
+        weighting = Weighting({"rate": 0.5}, site_terms={"y": "classification"})
+        weighting.at(step=0)                 # {'rate': 0.5}
+        weighting.replace(weights={"rate": 2.0}).weights  # {'rate': 2.0}
     """
 
-    def __init__(self, weights: Mapping[str, Weight], step: int):
-        self.step = step
-        self.fixed = weights_at(weights, step)
-        self.controllers = controller_groups(weights)
+    __slots__ = ("_weights", "_site_terms", "_knobs", "_controllers", "_constant")
+
+    def __init__(
+        self,
+        weights: Optional[Mapping[str, Weight]] = None,
+        site_terms: Optional[Mapping[str, str]] = None,
+        *,
+        knobs: Optional[Mapping[str, Tuple[str, ...]]] = None,
+    ):
+        checked = check_weights(weights)
+        for term in checked:
+            check_term_name(term, "weights")
+        self._weights = ReadOnlyMap(checked, "weights")
+        self._site_terms = ReadOnlyMap(check_site_terms(site_terms), "site_terms")
+        self._knobs = dict(knobs or {})
+        self._controllers = tuple(controller_groups(checked))
+        self._constant = all(isinstance(w, float) for w in checked.values())
+
+    def __getstate__(self):
+        return (dict(self._weights), dict(self._site_terms), self._knobs)
+
+    def __setstate__(self, state):
+        weights, site_terms, knobs = state
+        self.__init__(weights, site_terms, knobs=knobs)
+
+    @property
+    def weights(self) -> ReadOnlyMap:
+        """Term name -> weight, read-only."""
+        return self._weights
+
+    @property
+    def site_terms(self) -> ReadOnlyMap:
+        """Site name -> term name, read-only."""
+        return self._site_terms
+
+    @property
+    def controllers(self) -> Tuple[Tuple[Controller, Tuple[str, ...]], ...]:
+        """Each controller with the terms it weighs (one instance on several terms
+        controls their sum)."""
+        return self._controllers
+
+    def replace(self, **changes: Any) -> "Weighting":
+        """A new weighting with ``weights=`` and/or ``site_terms=`` replaced (validated)."""
+        unknown = set(changes) - {"weights", "site_terms"}
+        if unknown:
+            raise TypeError(f"Weighting.replace takes weights= and site_terms=, not {unknown}.")
+        return Weighting(
+            changes.get("weights", self._weights),
+            changes.get("site_terms", self._site_terms),
+            knobs=self._knobs,
+        )
+
+    @property
+    def knobs(self) -> Dict[str, Tuple[str, ...]]:
+        """Knob name -> the terms it weighs together (a preset's ``beta``: rate and
+        complexity)."""
+        return dict(self._knobs)
+
+    def knob(self, name: str) -> Weight:
+        """The weight a knob set, read back from the weights.
+
+        :raises AttributeError: if the weights no longer have the knob's shape
+            (its terms carry different weights), naming them.
+        """
+        terms = self._knobs[name]
+        weights = [self._weights.get(t, 1.0) for t in terms]
+        first = weights[0]
+        if all(w is first or (isinstance(w, float) and w == first) for w in weights[1:]):
+            return first
+        shown = ", ".join(f"{t}={w!r}" for t, w in zip(terms, weights))
+        raise AttributeError(
+            f"'{name}' weighs {' and '.join(terms)} together, but the weights now differ "
+            f"({shown}); read elbo.weights instead, or set '{name}' to give them one value."
+        )
+
+    def with_knob(self, name: str, value: Weight) -> "Weighting":
+        """A new weighting with every term of knob ``name`` weighted ``value`` (validated)."""
+        return self.replace(weights={**self._weights, **{t: value for t in self._knobs[name]}})
+
+    def at(self, step: int) -> Dict[str, float]:
+        """Constants and schedules evaluated at ``step``; controllers left out."""
+        if self._constant:
+            return dict(self._weights)
+        return weights_at(self._weights, step)
 
     def resolve(
-        self, values: Mapping[str, float], assignment: TermAssignment, num_data: int = 1
-    ) -> Tuple[Dict[str, float], float]:
-        """Term -> weight for every term of ``values``, and the constant offset.
+        self, values: Mapping[str, Any], assignment: TermAssignment, step: int, num_data: int = 1
+    ) -> Tuple[Dict[str, Any], Any]:
+        """Term -> weight for every term of ``values``, and the loss's constant offset.
 
         :param dict values: the call's unweighted terms (mean over particles).
         :param assignment: the sites' terms (for the ``joint`` weight).
+        :param int step: the step count (for schedules and controllers).
         :param int num_data: the number of datapoints (for controllers, whose
             estimates are per datapoint).
         :returns: ``(weights, offset)``; the loss is
@@ -269,13 +398,13 @@ class TermWeights:
             different weights and ``weights["joint"]`` is not given, or a
             model-side marginal stands for sites of terms of different weights.
         """
-        resolved = dict(self.fixed)
-        offset = 0.0
-        for controller, terms in self.controllers:
-            estimate = per_datapoint(values, terms, num_data)
-            weight = _controller_weight(controller, terms, self.step, estimate)
+        resolved: Dict[str, Any] = self.at(step)
+        offset: Any = 0.0
+        for controller, terms in self._controllers:
+            estimate = controlled_estimate(values, terms, num_data)
+            weight = _controller_weight(controller, terms, step, estimate)
             resolved.update((t, weight) for t in terms)
-            offset += num_data * controller.offset(self.step, estimate)
+            offset = offset + num_data * controller.offset(step, estimate)
         used = {term: weight_of(term, resolved) for term in values}
         for term in values:
             if MARGINAL_TERM_JOIN in term and term not in resolved:
@@ -291,11 +420,72 @@ class TermWeights:
                 )
         return used, offset
 
+    def check_against(self, assignment: TermAssignment) -> None:
+        """Cheap checks of the weights against the terms one model structure feeds,
+        run once per structure whether or not Pyro's validation is on.
 
-def _controller_weight(controller: Controller, terms: Tuple[str, ...], step: int,
-                       estimate: float) -> float:
-    """A controller's weight as a float: finite, but possibly negative."""
+        :raises ValueError: on a weight naming a term no site feeds and that is
+            not one of the registry's, or a controller on a term no site feeds.
+        """
+        fed = set(assignment.model.values()) | set(assignment.guide.values())
+        unknown = sorted(t for t in self._weights if t not in fed and t not in TERMS)
+        if unknown:
+            raise ValueError(
+                f"weights name term(s) {unknown} that no site feeds; this model's terms "
+                f"are {sorted(fed)}. Fix the term names, or send sites to them with "
+                "site_terms={site: term} or infer={'kl_term': term}."
+            )
+        groups = [set(terms) for terms in self._knobs.values()]
+        groups += [set(terms) for _, terms in self._controllers]
+        for term, weight in self._weights.items():
+            if term in fed or any(term in g and g & fed for g in groups):
+                continue
+            if isinstance(weight, Controller):
+                raise ValueError(
+                    f"A controller weighs term '{term}', which no site of this model "
+                    f"feeds (its terms are {sorted(fed)}). Send sites to it with "
+                    "site_terms={site: term} or infer={'kl_term': term}."
+                )
+            if isinstance(weight, float) and weight == 1.0:
+                continue
+            warnings.warn(
+                f"The weight {weight!r} on term '{term}' has no effect: no site of this "
+                f"model feeds '{term}' (its terms are {sorted(fed)}). Send sites to it "
+                f"with site_terms={{site: '{term}'}} or infer={{'kl_term': '{term}'}}.",
+                UserWarning,
+                stacklevel=5,
+            )
+        if assignment.joint and JOINT in self._weights:
+            fixed = {t: w for t, w in self._weights.items() if not callable(w)}
+            if len({weight_of(t, fixed) for t in assignment.joint_terms()}) > 1:
+                warnings.warn(
+                    f"The guide's joint log-density at {sorted(assignment.joint)} spans "
+                    f"terms {list(assignment.joint_terms())} of different weights; it is "
+                    f"weighted by weights['joint'] = {self._weights['joint']!r} as a whole.",
+                    UserWarning,
+                    stacklevel=5,
+                )
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, Weighting)
+            and dict(self._weights) == dict(other._weights)
+            and dict(self._site_terms) == dict(other._site_terms)
+            and self._knobs == other._knobs
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        site_terms = f", site_terms={self._site_terms!r}" if self._site_terms else ""
+        return f"Weighting({self._weights!r}{site_terms})"
+
+
+def _controller_weight(controller: Controller, terms: Tuple[str, ...], step: int, estimate):
+    """A controller's weight: finite, but possibly negative (a float, or a 0-d tensor)."""
     weight = controller.weight(step, estimate)
+    if isinstance(weight, torch.Tensor) and weight.numel() == 1:
+        return weight
     if isinstance(weight, bool) or not isinstance(weight, numbers.Real) or not math.isfinite(
         weight
     ):

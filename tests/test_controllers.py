@@ -94,7 +94,7 @@ def test_target_below_the_beta_one_rate_needs_a_slope_steeper_than_the_curve():
 @pytest.mark.parametrize("a, s", [(0.3, 0.5), (0.9, 0.1)])  # rate below and above 1.0 nat
 def test_target_loss_is_the_penalty_exactly(a, s):
     elbo = RateDistortionELBO(beta=Target(1.0, slope=3.0), analytic_kl=True)
-    loss = elbo.loss(model, guide, X, a=a, s=s)
+    loss = elbo.loss_and_grads(model, guide, X, a=a, s=s)
     terms = elbo.last_terms
     assert terms["rate"] == pytest.approx(exact_rate(a, s), rel=1e-5)
     penalty = 3.0 * abs(terms["rate"] - N * 1.0)
@@ -239,7 +239,7 @@ def test_state_round_trip_resumes_bit_identically():
 def test_controller_used_for_two_terms_controls_their_sum():
     target = Target(3.0, slope=2.0)
     elbo = RateDistortionELBO(beta=target)
-    elbo.loss(model, guide, X)
+    elbo.loss_and_grads(model, guide, X)
     assert elbo.last_weights["rate"] == 2.0 * (1 if elbo.last_terms["rate"] >= 3.0 * N else -1)
     assert describe_weight(target, 0, terms=["rate", "complexity"]) == (
         "Target on R + S, target 3, slope 2"
@@ -348,7 +348,7 @@ def test_controller_on_a_term_no_site_feeds_is_an_error(validation):
     pyro.enable_validation(validation)
     elbo = WeightedELBO(weights={"classification": Target(1.0)})
     with pytest.raises(ValueError, match="controller weighs term 'classification'"):
-        elbo.loss(model, guide, X)
+        elbo.loss_and_grads(model, guide, X)
 
 
 @pytest.mark.parametrize("validation", [True, False])
@@ -356,7 +356,7 @@ def test_schedule_giving_a_non_finite_target_is_an_error(validation):
     pyro.enable_validation(validation)
     elbo = rate_elbo(Target(lambda step: float("nan")))
     with pytest.raises(ValueError, match="must give finite values"):
-        elbo.loss(model, guide, X)
+        elbo.loss_and_grads(model, guide, X)
 
 
 def test_load_state_dict_rejects_a_foreign_state():
@@ -383,7 +383,7 @@ def test_targets_are_per_datapoint_of_the_full_data_set():
     rate = exact_rate(0.9, 0.3) / N  # about 0.98 nats per datapoint
     for target, sign in ((rate - 0.02, 1.0), (rate + 0.02, -1.0)):
         elbo = WeightedELBO(weights={"rate": Target(target)}, analytic_kl=True)
-        elbo.loss(subsampled_model, subsampled_guide, X, torch.arange(N), a=0.9, s=0.3)
+        elbo.loss_and_grads(subsampled_model, subsampled_guide, X, torch.arange(N), a=0.9, s=0.3)
         assert elbo.last_weights["rate"] == sign
         geco = GECO(target, step_size=1.0, smoothing=0.0)
         elbo = WeightedELBO(weights={"rate": geco}, analytic_kl=True)

@@ -46,7 +46,7 @@ def test_forward_posterior_matches_bayes_rule_on_a_grid():
 def test_each_level_is_its_own_term_and_they_sum_to_the_loss():
     recipe, x = build()
     elbo = recipe.make_elbo(per_step=True)
-    loss = elbo.loss(recipe.model, recipe.posterior_guide, x)
+    loss = elbo.loss_and_grads(recipe.model, recipe.posterior_guide, x)
     assert set(elbo.last_terms) == {"distortion", "kl_z1", "kl_z2", "kl_z3"}
     assert sum(elbo.last_terms.values()) == pytest.approx(loss, rel=1e-6)
     # the top level's KL is against the prior and depends on x alone: exact

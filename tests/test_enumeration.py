@@ -92,7 +92,7 @@ def test_model_side_marginal_cannot_be_split_between_terms_of_different_weights(
     # equal weights: one summand, named for both terms, and Pyro's loss
     elbo = BetaGammaELBO(beta=2.0, gamma=2.0, site_terms={"y": "classification"},
                          max_plate_nesting=1)
-    loss = elbo.loss(labelled_mixture, lambda x, y: None, X, y)
+    loss = elbo.loss_and_grads(labelled_mixture, lambda x, y: None, X, y)
     expected = TraceEnum_ELBO(max_plate_nesting=1).loss(labelled_mixture, lambda x, y: None, X, y)
     assert elbo.last_terms == pytest.approx({"classification+distortion": expected})
     assert loss == pytest.approx(2 * expected, rel=1e-6)

@@ -32,7 +32,7 @@ def test_weights_are_read_only_and_reassignment_is_validated_and_effective(valid
     with pytest.raises(ValueError, match="finite and >= 0"):
         elbo.weights = {"rate": -1.0}
     elbo.weights = {**elbo.weights, "rate": 0.25}
-    elbo.loss(model, guide, *args)
+    elbo.loss_and_grads(model, guide, *args)
     assert elbo.last_weights["rate"] == 0.25
 
 
@@ -40,7 +40,7 @@ def test_preset_knobs_are_validated_and_effective(validation):
     model, guide, args = global_local()
     elbo = RateDistortionELBO(beta=1.0)
     elbo.beta = 3.0
-    loss = elbo.loss(model, guide, *args)
+    loss = elbo.loss_and_grads(model, guide, *args)
     assert elbo.last_weights == {"distortion": 1.0, "rate": 3.0, "complexity": 3.0}
     assert loss == pytest.approx(sum(elbo.last_weights[t] * v for t, v in elbo.last_terms.items()))
     with pytest.raises(ValueError, match="weights must be finite and >= 0"):

@@ -174,7 +174,7 @@ def test_controller_weight_is_the_one_used_at_the_last_step():
     before = derive_objective(model, guide, args, elbo=elbo)
     assert before.weights["rate"] is None and before.equation == "L = D + S + ?·R"
     assert before.weight_notes == {"rate": "half of rate per datapoint"}
-    elbo.loss(model, guide, *args)
+    elbo.loss_and_grads(model, guide, *args)
     after = derive_objective(model, guide, args, elbo=elbo)
     assert after.weights["rate"] == pytest.approx(elbo.last_weights["rate"])
     assert after.weights["rate"] != 1.0 and "half of rate per datapoint" in after.text

@@ -8,10 +8,12 @@ import pyro.infer.inspect
 import pytest
 import torch
 from pyro import poutine
-from pyro.infer import Trace_ELBO
+from pyro.infer import Trace_ELBO, config_enumerate
 from pyro.infer.elbo import ELBO
+from pyro.infer.enum import get_importance_trace
 
 from pyro_kl import _pyro_compat as compat
+from pyro_kl import tracing
 
 
 @pytest.mark.parametrize("seam", compat.ELBO_SEAMS)
@@ -38,13 +40,47 @@ def guide(x):
 def test_particle_plate_name_and_helpers():
     elbo = Trace_ELBO(num_particles=3, vectorize_particles=True)
     x = torch.zeros(4)
-    compat.guess_max_plate_nesting(elbo, model, guide, (x,), {})
+    elbo._guess_max_plate_nesting(model, guide, (x,), {})  # Pyro's own guess
     assert elbo.max_plate_nesting == 2  # the data plate and the particle plate
+    raw = tracing.trace_once(model, guide, (x,))
+    assert tracing.guessed_plate_nesting(*raw, particle_plate=True) == elbo.max_plate_nesting
     vectorized = compat.vectorized_num_particles(elbo, guide)
     trace = poutine.trace(vectorized).get_trace(x)
     frames = {f.name for f in trace.nodes["z"]["cond_indep_stack"]}
     assert frames == {"data", compat.PARTICLE_PLATE}
     assert compat.is_particle_plate(compat.PARTICLE_PLATE) and not compat.is_particle_plate("data")
+
+
+@pytest.mark.parametrize("validation", [True, False])
+def test_finish_importance_pair_is_pyros_importance_trace(validation):
+    x = torch.randn(4)
+    with pyro.validation_enabled(validation):
+        pyro.set_rng_seed(3)
+        expected = get_importance_trace("flat", 1, model, guide, (x,), {})
+        pyro.set_rng_seed(3)
+        guide_trace = poutine.trace(guide).get_trace(x)
+        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x)
+        finished = compat.finish_importance_pair(model_trace, guide_trace, 1)
+    for ours, theirs in zip(finished, expected):
+        assert list(ours.nodes) == list(theirs.nodes)
+        for name, site in theirs.nodes.items():
+            if site["type"] == "sample":
+                assert torch.equal(ours.nodes[name]["value"], site["value"])
+                assert torch.equal(ours.nodes[name]["log_prob"], site["log_prob"])
+
+
+def test_enumeration_marks_and_versions():
+    @config_enumerate
+    def enumerated():
+        pyro.sample("c", dist.Bernoulli(0.3))
+
+    trace = poutine.trace(poutine.enum(enumerated, first_available_dim=-1)).get_trace()
+    assert compat.is_enumerated_by_pyro(trace.nodes["c"])
+    assert not compat.is_enumerated_by_pyro(poutine.trace(enumerated).get_trace().nodes["c"])
+    w = torch.zeros(2)
+    before = compat.tensor_version(w)
+    w.add_(1.0)
+    assert compat.tensor_version(w) == before + 1
 
 
 def test_inspect_helpers():

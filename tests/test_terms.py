@@ -49,7 +49,7 @@ def test_default_rule_uses_plates_that_hold_data():
 def test_particle_plate_is_not_a_data_plate():
     model, guide, args = MODELS["global_local"]()
     elbo = WeightedELBO(num_particles=4, vectorize_particles=True)
-    elbo.loss(model, guide, *args)
+    elbo.loss_and_grads(model, guide, *args)
     assert set(elbo.last_terms) == {"complexity", "rate", "distortion"}
 
 
@@ -75,7 +75,7 @@ def test_explicit_choices_win_model_tag_on_a_latent_survives_replay():
     assignment = assign_terms(*traces(model, guide, X), site_terms={"z": "rate", "y": "distortion"})
     assert assignment.model == {"z": "rate", "y": "distortion"}
     elbo = WeightedELBO(weights={"nuisance": 0.0})
-    elbo.loss(model, guide, X)
+    elbo.loss_and_grads(model, guide, X)
     assert set(elbo.last_terms) == {"nuisance", "classification"}
     assert elbo.last_weights["nuisance"] == 0.0
 
@@ -86,7 +86,7 @@ def test_joint_guide_entropy_is_reported_under_its_own_key_quietly_at_equal_weig
     elbo = RateDistortionELBO(beta=0.5)  # rate and complexity share beta: nothing is lost
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        loss = elbo.loss(model, guide, X)
+        loss = elbo.loss_and_grads(model, guide, X)
     assert JOINT in elbo.last_terms
     assert elbo.last_weights[JOINT] == 0.5
     assert loss == pytest.approx(sum(elbo.last_weights[t] * v for t, v in elbo.last_terms.items()))
@@ -105,7 +105,7 @@ def test_joint_guide_entropy_across_different_weights_names_the_terms():
     elbo = TherMLELBO(sigma=2.0)
     elbo.weights = {**elbo.weights, JOINT: 1.5}
     with pytest.warns(UserWarning, match=r"spans terms \['complexity', 'rate'\] of different"):
-        elbo.loss(model, guide, X)
+        elbo.loss_and_grads(model, guide, X)
     assert elbo.last_weights[JOINT] == 1.5
 
 
