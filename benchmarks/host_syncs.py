@@ -3,10 +3,9 @@
 On a GPU, every ``Tensor.item()``, ``.tolist()``, ``float(t)``, ``int(t)`` or
 ``bool(t)`` on a device tensor waits for the device. This script counts those
 calls during one ``loss_and_grads`` step of each ELBO on the same model and
-guide, and writes ``benchmarks/results/host_syncs.json``. pyro_kl reads a
-particle's summands back one by one on the CPU (where that is cheapest) and
-all at once off the CPU (:func:`pyro_kl.estimators.read_at_once`); the rows
-marked "device path" count the latter, which is what a GPU run does.
+guide, and writes ``benchmarks/results/host_syncs.json``. pyro_kl keeps the
+terms as tensors and reads back only the loss that ``loss_and_grads`` returns
+(``last_terms`` are read when read); the same code runs on every device.
 
 Run ``python benchmarks/host_syncs.py``.
 """
@@ -15,7 +14,6 @@ import contextlib
 import json
 import os
 import sys
-from unittest import mock
 from typing import Callable, Dict
 
 import pyro
@@ -27,7 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from models import VAEGuide, VAEModel, digits  # noqa: E402
 
-from pyro_kl import RateDistortionELBO, WeightedELBO, estimators  # noqa: E402
+from pyro_kl import RateDistortionELBO, WeightedELBO  # noqa: E402
 
 SYNCING = ("item", "tolist", "__float__", "__int__", "__bool__")
 
@@ -54,10 +52,7 @@ def counting_syncs():
             setattr(torch.Tensor, name, original)
 
 
-def syncs_per_step(make_elbo: Callable, model, guide, *args, device_path: bool = False) -> int:
-    if device_path:
-        with mock.patch.object(estimators, "read_at_once", lambda tensor: True):
-            return syncs_per_step(make_elbo, model, guide, *args)
+def syncs_per_step(make_elbo: Callable, model, guide, *args) -> int:
     pyro.clear_param_store()
     pyro.set_rng_seed(0)
     elbo = make_elbo()
@@ -95,9 +90,6 @@ def main() -> Dict[str, int]:
         ),
     }
     results = {name: syncs_per_step(*case) for name, case in cases.items()}
-    for name, case in cases.items():
-        if "pyro_kl" in name or "Weighted" in name or "RateDistortion" in name:
-            results[f"{name} (device path)"] = syncs_per_step(*case, device_path=True)
     for name, count in results.items():
         print(f"{name:55s} {count:3d} host syncs per step")
     out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "host_syncs.json")

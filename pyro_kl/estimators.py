@@ -212,4 +212,3 @@ def monte_carlo_particle(
                 score = (cost * site["score_parts"].score_function).sum()
                 surrogates[term] = surrogates[term] + score if term in surrogates else score
     return TermEstimates(values, surrogates, contributions)
-

@@ -10,23 +10,18 @@ which no parameter changes. An ELBO weighs each term; with any weight other
 than 1 the loss is a weighted objective (a Lagrangian) ``L = D + β·R + ...``,
 which is ``I[P;Q] - const`` only at unit weights. This module traces a pair
 once, sends every site to its term and writes the objective as data, as plain
-text and as LaTeX. The ELBO's weights are read through one typed path
-(:func:`elbo_weighting`): a :class:`~pyro_kl.WeightedELBO` gives its
-``weights`` and ``site_terms``, any other Pyro ELBO unit weights.
+text and as LaTeX. The weights come from one value, a
+:class:`~pyro_kl.weighting.Weighting` (:func:`elbo_weighting` reads it from
+any ELBO that holds one, such as a :class:`~pyro_kl.WeightedELBO`; any other
+Pyro ELBO means unit weights), so the text never depends on the training class.
 """
 
-import warnings
 from typing import Callable, Dict, Mapping, NamedTuple, Optional, Tuple
 
-import pyro.poutine as poutine
-import torch
 from pyro.infer import ELBO
-from pyro.poutine import Trace
 
-from .elbo import WeightedELBO
 from .terms import (
     JOINT,
-    ModelTags,
     TermAssignment,
     assign_terms,
     in_writing_order,
@@ -34,7 +29,8 @@ from .terms import (
     is_enumerated,
     term_symbol,
 )
-from .weighting import Controller, Weight, describe_weight, joint_weight, weight_of, weights_at
+from .tracing import TracedPair, trace_once
+from .weighting import Controller, Weighting, describe_weight, joint_weight, weight_of
 
 
 class Objective(NamedTuple):
@@ -85,14 +81,6 @@ class Objective(NamedTuple):
     text: str
     latex: str
 
-    @property
-    def terms(self) -> Dict[str, Tuple[str, ...]]:
-        """Deprecated spelling of :attr:`sites_by_term`."""
-        warnings.warn(
-            "Objective.terms is renamed Objective.sites_by_term", FutureWarning, stacklevel=2
-        )
-        return self.sites_by_term
-
     def _repr_latex_(self) -> str:
         return f"${self.latex}$"
 
@@ -100,44 +88,36 @@ class Objective(NamedTuple):
         return self.text
 
 
-class TracedPair(NamedTuple):
-    """One model trace replayed on one guide trace, with every site's term."""
-
-    model_trace: Trace
-    guide_trace: Trace
-    assignment: TermAssignment
-
-
 class ELBOWeighting(NamedTuple):
-    """What an ELBO says about the terms: its weights, step and site map.
+    """What an ELBO says about the terms: its weighting, its step and the weights
+    it used last.
 
-    :ivar dict weights: term name -> weight (a float, a schedule or a
-        :class:`~pyro_kl.weighting.Controller`); terms it does not name have
-        weight 1.
+    :ivar Weighting weighting: the weights (floats, schedules, controllers) and
+        the ``site_terms`` map.
     :ivar int step: the step at which schedules are evaluated.
-    :ivar dict site_terms: site name -> term name, or ``None``.
-    :ivar dict last_weights: term name -> the weight used at the last step
-        (where controllers' values are read).
+    :ivar dict last_weights: term name -> the weight used at the last training
+        call (where controllers' values are read).
     """
 
-    weights: Mapping[str, Weight]
+    weighting: Weighting
     step: int
-    site_terms: Optional[Mapping[str, str]]
     last_weights: Mapping[str, float] = {}
 
 
 def elbo_weighting(elbo: Optional[ELBO]) -> ELBOWeighting:
-    """The weights of an ELBO: a :class:`~pyro_kl.WeightedELBO`'s own, unit
-    weights for ``None`` or any other Pyro ELBO.
+    """The weighting of an ELBO: the :class:`~pyro_kl.weighting.Weighting` of an ELBO
+    that holds one (its ``weighting`` attribute, as every pyro_kl ELBO has),
+    unit weights for ``None`` or any other Pyro ELBO.
 
     :raises ValueError: if ``elbo`` is neither ``None`` nor a Pyro ELBO.
     """
     if elbo is None:
-        return ELBOWeighting({}, 0, None)
-    if isinstance(elbo, WeightedELBO):
-        return ELBOWeighting(elbo.weights, elbo.step, elbo.site_terms, elbo.last_weights)
+        return ELBOWeighting(Weighting(), 0)
+    weighting = getattr(elbo, "weighting", None)
+    if isinstance(weighting, Weighting):
+        return ELBOWeighting(weighting, elbo.step, elbo.last_weights)
     if isinstance(elbo, ELBO):
-        return ELBOWeighting({}, 0, None)
+        return ELBOWeighting(Weighting(), 0)
     raise ValueError(
         f"elbo must be a pyro.infer.ELBO (e.g. pyro_kl.RateDistortionELBO(beta=0.5)) "
         f"or None for unit weights, got {type(elbo).__name__}."
@@ -186,13 +166,8 @@ def trace_pair(
         pair.assignment.model  # {'z': 'rate', 'x': 'distortion'}
     """
     model_args, model_kwargs = _check_args(model_args, model_kwargs)
-    site_terms = elbo_weighting(elbo).site_terms
-    tags = ModelTags()
-    with torch.random.fork_rng(), torch.no_grad():
-        guide_trace = poutine.trace(guide).get_trace(*model_args, **model_kwargs)
-        replayed = poutine.replay(tags(model), trace=guide_trace)
-        model_trace = poutine.trace(replayed).get_trace(*model_args, **model_kwargs)
-    tags.restore(model_trace)
+    site_terms = elbo_weighting(elbo).weighting.site_terms
+    model_trace, guide_trace = trace_once(model, guide, model_args, model_kwargs)
     assignment = assign_terms(model_trace, guide_trace, site_terms)
     return TracedPair(model_trace, guide_trace, assignment)
 
@@ -218,8 +193,8 @@ def _term_weights(
     weighting: ELBOWeighting, sites_by_term: Mapping[str, Tuple[str, ...]],
     assignment: TermAssignment,
 ) -> Dict[str, Optional[float]]:
-    evaluated: Dict[str, Optional[float]] = dict(weights_at(weighting.weights, weighting.step))
-    for term, weight in weighting.weights.items():
+    evaluated: Dict[str, Optional[float]] = dict(weighting.weighting.at(weighting.step))
+    for term, weight in weighting.weighting.weights.items():
         if isinstance(weight, Controller):  # its value depends on the terms: the last one used
             evaluated[term] = weighting.last_weights.get(term)
     weights: Dict[str, Optional[float]] = {
@@ -232,10 +207,11 @@ def _term_weights(
 
 def _weight_notes(weighting: ELBOWeighting, terms) -> Dict[str, str]:
     notes = {}
+    weights = weighting.weighting.weights
     for term in terms:
-        if term in weighting.weights:
-            weight = weighting.weights[term]
-            shared = [t for t, w in weighting.weights.items() if w is weight]  # one controller
+        if term in weights:
+            weight = weights[term]
+            shared = [t for t, w in weights.items() if w is weight]  # one controller
             note = describe_weight(weight, weighting.step, terms=shared)
             if note:
                 notes[term] = note

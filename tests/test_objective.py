@@ -7,6 +7,7 @@ import torch
 from pyro.infer import Trace_ELBO
 
 from pyro_kl import LinearWarmup, RateDistortionELBO, TherMLELBO, WeightedELBO, derive_objective
+from pyro_kl.weighting import Weighting
 from pyro_kl.objective import elbo_weighting, objective_from, summed_out_sites, trace_pair
 from pyro_kl.weighting import Controller
 
@@ -85,12 +86,13 @@ def test_schedules_are_evaluated_and_described():
 
 
 def test_elbo_weights_come_through_one_typed_path():
-    assert elbo_weighting(None) == ({}, 0, None, {})
-    assert elbo_weighting(Trace_ELBO()) == ({}, 0, None, {})
+    assert elbo_weighting(None) == (Weighting(), 0, {})
+    assert elbo_weighting(Trace_ELBO()) == (Weighting(), 0, {})
     elbo = RateDistortionELBO(beta=0.5, site_terms={"z": "rate"})
     weighting = elbo_weighting(elbo)
-    assert weighting.weights == {"rate": 0.5, "complexity": 0.5}
-    assert weighting.site_terms == {"z": "rate"} and weighting.step == 0
+    assert weighting.weighting is elbo.weighting
+    assert weighting.weighting.weights == {"rate": 0.5, "complexity": 0.5}
+    assert weighting.weighting.site_terms == {"z": "rate"} and weighting.step == 0
 
     class NotAnELBO:
         weights = {"rate": 0.1}
@@ -123,13 +125,6 @@ def test_guide_side_enumeration_is_summed_out():
 
     sampled = derive_objective(model, sampling_guide, args)
     assert sampled.summed_out == () and "summed out" not in sampled.text
-
-
-def test_terms_is_a_deprecated_spelling():
-    model, guide, args = global_local()
-    objective = derive_objective(model, guide, args)
-    with pytest.warns(FutureWarning, match="sites_by_term"):
-        assert objective.terms == objective.sites_by_term
 
 
 def test_bad_input_is_named():
