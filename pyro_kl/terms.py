@@ -21,7 +21,7 @@ particle plate never does. An explicit choice wins over the rule: a site tag
 wins over a tag).
 """
 
-from typing import Dict, Iterable, Mapping, NamedTuple, Optional, Set, Tuple
+from typing import Dict, Iterable, Iterator, Mapping, NamedTuple, Optional, Set, Tuple
 
 from pyro.poutine import Trace
 from pyro.poutine.messenger import Messenger
@@ -51,25 +51,23 @@ class Term(NamedTuple):
 
     :ivar str name: the term's name, as in ``weights`` and ``last_terms``.
     :ivar str symbol: the letter it is written with.
-    :ivar str color: the fill colour of the nodes feeding it in pictures.
     :ivar str meaning: what it measures, in words.
     """
 
     name: str
     symbol: str
-    color: str
     meaning: str
 
 
 TERMS: Dict[str, Term] = {
     term.name: term
     for term in (
-        Term(DISTORTION, "D", "#9ecae1", "-log dream(data | latents): the data's code length"),
-        Term(CLASSIFICATION, "C", "#a1d99b", "-log dream(label | ...): classification error"),
-        Term(RATE, "R", "#fdae6b", "log real(z|x) - log dream(z) of local latents"),
-        Term(COMPLEXITY, "S", "#bcbddc", "log real(θ|D) - log dream(θ) of global latents"),
-        Term(FACTOR, "F", "#fbb4ae", "-log of pyro.factor sites"),
-        Term(JOINT, "J", "#e5d8bd", "a guide log-density standing for several sites"),
+        Term(DISTORTION, "D", "-log dream(data | latents): the data's code length"),
+        Term(CLASSIFICATION, "C", "-log dream(label | ...): classification error"),
+        Term(RATE, "R", "log real(z|x) - log dream(z) of local latents"),
+        Term(COMPLEXITY, "S", "log real(θ|D) - log dream(θ) of global latents"),
+        Term(FACTOR, "F", "-log of pyro.factor sites"),
+        Term(JOINT, "J", "a guide log-density standing for several sites"),
     )
 }
 """The term registry, in writing order (data terms first, then latent ones).
@@ -77,9 +75,6 @@ Terms named by users are written after these, by their name."""
 
 STANDARD_TERMS = (DISTORTION, RATE, CLASSIFICATION, COMPLEXITY)
 """The essay's four information terms; a weight may name them even when no site feeds them."""
-
-USER_TERM_COLORS = ("#ccebc5", "#ffffb3", "#fddaec", "#d9d9d9", "#b3e2cd", "#f1e2cc")
-"""Colours for terms named by users, in order of appearance."""
 
 
 def term_symbol(term: str) -> str:
@@ -90,18 +85,6 @@ def term_symbol(term: str) -> str:
     if MARGINAL_TERM_JOIN in term:
         return MARGINAL_TERM_JOIN.join(term_symbol(part) for part in term.split(MARGINAL_TERM_JOIN))
     return term
-
-
-def term_colors(terms: Iterable[str]) -> Dict[str, str]:
-    """Term -> fill colour: the registry's, then :data:`USER_TERM_COLORS` in turn."""
-    colors, extra = {}, 0
-    for term in terms:
-        if term in TERMS:
-            colors[term] = TERMS[term].color
-        else:
-            colors[term] = USER_TERM_COLORS[extra % len(USER_TERM_COLORS)]
-            extra += 1
-    return colors
 
 
 def in_writing_order(terms: Iterable[str]) -> list:
@@ -186,12 +169,12 @@ class ModelTags(Messenger):
                 site["infer"] = {**site["infer"], TAG: tag}
 
 
-def _sample_sites(trace: Trace):
-    return (
-        (name, site)
-        for name, site in trace.nodes.items()
-        if site["type"] == "sample" and not site_is_subsample(site)
-    )
+def sample_sites(trace: Trace) -> Iterator[Tuple[str, dict]]:
+    """The sample sites of a trace, without plate subsample sites: the one
+    iterator every module uses."""
+    for name, site in trace.nodes.items():
+        if site["type"] == "sample" and not site_is_subsample(site):
+            yield name, site
 
 
 def is_data_site(site) -> bool:
@@ -214,7 +197,7 @@ def _plates(site) -> Set[str]:
 def data_plates(model_trace: Trace) -> Set[str]:
     """Names of the plates that hold at least one data site (:func:`is_data_site`)."""
     plates: Set[str] = set()
-    for _, site in _sample_sites(model_trace):
+    for _, site in sample_sites(model_trace):
         if is_data_site(site):
             plates |= _plates(site)
     return plates
@@ -225,7 +208,7 @@ def num_datapoints(model_trace: Trace) -> int:
     (not the subsample size) of each outermost plate holding data, added over
     such plates; 1 when no plate holds data."""
     sizes: Dict[str, int] = {}
-    for _, site in _sample_sites(model_trace):
+    for _, site in sample_sites(model_trace):
         if is_data_site(site):
             frames = [f for f in site["cond_indep_stack"] if not is_particle_plate(f.name)]
             if frames:
@@ -291,8 +274,8 @@ def assign_terms(
         assert assign_terms(model_trace, guide_trace).model == {"z": "rate", "x": "distortion"}
     """
     terms = {} if site_terms is None else site_terms
-    model_sites = dict(_sample_sites(model_trace))
-    guide_sites = dict(_sample_sites(guide_trace))
+    model_sites = dict(sample_sites(model_trace))
+    guide_sites = dict(sample_sites(guide_trace))
     unknown = [name for name in terms if name not in model_sites and name not in guide_sites]
     if unknown:
         raise ValueError(

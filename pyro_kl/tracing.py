@@ -33,7 +33,7 @@ from pyro.infer.util import is_validation_enabled
 from pyro.poutine import Trace
 from pyro.poutine.enum_messenger import EnumMessenger
 from pyro.poutine.messenger import Messenger
-from pyro.poutine.util import prune_subsample_sites, site_is_subsample
+from pyro.poutine.util import prune_subsample_sites
 from pyro.util import check_traceenum_requirements
 
 from ._pyro_compat import (
@@ -42,7 +42,7 @@ from ._pyro_compat import (
     is_particle_plate,
     vectorized_num_particles,
 )
-from .terms import ModelTags, TermAssignment
+from .terms import ModelTags, TermAssignment, sample_sites
 
 _MAX_CACHED_PAIRS = 64
 
@@ -53,13 +53,6 @@ class TracedPair(NamedTuple):
     model_trace: Trace
     guide_trace: Trace
     assignment: TermAssignment
-
-
-def sample_sites(trace: Trace) -> Iterator[Tuple[str, dict]]:
-    """The sample sites of a trace, without plate subsample sites."""
-    for name, site in trace.nodes.items():
-        if site["type"] == "sample" and not site_is_subsample(site):
-            yield name, site
 
 
 def enumeration_state(*traces: Trace) -> Optional[bool]:

@@ -34,7 +34,8 @@ def test_evaluate_loss_leaves_the_training_terms_alone():
     assert elbo.last_terms == trained and elbo.last_weights == weights and elbo.step == step
     pyro.set_rng_seed(4)
     terms = elbo.estimate_terms(model, guide, test_x)
-    assert held_out == pytest.approx(terms["distortion"] + 0.5 * (terms["rate"] + terms["complexity"]))
+    expected = terms["distortion"] + 0.5 * (terms["rate"] + terms["complexity"])
+    assert held_out == pytest.approx(expected)
     assert terms != trained
 
 

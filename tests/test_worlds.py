@@ -21,7 +21,7 @@ from pyro_kl import (
     render_worlds,
 )
 from pyro_kl.recipes import BayesianInference, SemiSupervisedVAE, VIB
-from pyro_kl.terms import TERMS, USER_TERM_COLORS
+from pyro_kl.worlds.colors import TERM_COLORS, USER_TERM_COLORS
 from pyro_kl.worlds import dot as worlds_dot
 from pyro_kl.worlds import worlds_spec
 from pyro_kl.worlds.spec import WORLD_LABELS
@@ -186,8 +186,8 @@ def test_vae_spec():
     assert real["x"]["shaded"] and real["x"]["kind"] == "data"
     assert not real["z"]["shaded"] and not dream["x"]["shaded"]
     assert real["x"]["term"] == "distortion" and real["z"]["term"] == "rate"
-    assert real["x"]["color"] == TERMS["distortion"].color
-    assert real["z"]["color"] == TERMS["rate"].color
+    assert real["x"]["color"] == TERM_COLORS["distortion"]
+    assert real["z"]["color"] == TERM_COLORS["rate"]
     assert_same_colour_both_worlds(spec)
     # Figure 5 of the essay: the encoder x -> z, the generative story z -> x
     assert edges(spec, "real") == {("x", "z")}
@@ -235,7 +235,7 @@ def test_semi_supervised_spec():
     real, dream = nodes(spec, "real"), nodes(spec, "dream")
     assert {n for n, v in real.items() if v["shaded"]} == {"x_l", "y_l", "x_u"}
     assert real["y_l"]["term"] == "classification"
-    assert real["y_l"]["color"] == TERMS["classification"].color
+    assert real["y_l"]["color"] == TERM_COLORS["classification"]
     assert real["y_u"]["term"] == "rate" and not real["y_u"]["shaded"]
     assert dream["x_u"]["term"] == dream["x_l"]["term"] == "distortion"
     assert kinds(spec, "real") == {
@@ -255,7 +255,7 @@ def test_bnn_spec_global_latent_is_complexity():
     spec = worlds_spec(model, guide, args, elbo=RateDistortionELBO(beta=0.1))
     real, dream = nodes(spec, "real"), nodes(spec, "dream")
     assert real["theta"]["term"] == dream["theta"]["term"] == "complexity"
-    assert real["theta"]["color"] == TERMS["complexity"].color
+    assert real["theta"]["color"] == TERM_COLORS["complexity"]
     assert real["theta"]["plates"] == [] and dream["y"]["plates"] == ["data"]
     # the guide reads no datum, but its parameters are fit to the data set:
     # D -> theta; and the model reads x to draw y: nature's x -> y
@@ -384,7 +384,7 @@ def test_autoguide_joint_site_feeds_the_joint_term():
     spec = worlds_spec(model, guide, args)
     latent = "_AutoMultivariateNormal_latent"
     real = nodes(spec, "real")
-    assert real[latent]["term"] == "joint" and real[latent]["color"] == TERMS["joint"].color
+    assert real[latent]["term"] == "joint" and real[latent]["color"] == TERM_COLORS["joint"]
     assert kinds(spec, "real") == {
         (latent, "mu"): "guide", (latent, "z"): "guide", ("x", latent): "fit",
     }

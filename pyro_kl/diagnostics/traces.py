@@ -28,10 +28,9 @@ import torch
 from pyro import poutine
 from pyro.distributions.util import scale_and_mask
 from pyro.poutine import Trace
-from pyro.poutine.util import site_is_subsample
-
 from .._pyro_compat import PARTICLE_PLATE, is_particle_plate, site_is_deterministic
 from ..terms import data_plates, is_data_site
+from ..tracing import sample_sites, trace_once
 
 ELEMENT_BUDGET = 2**22
 """Elements per chunk of vectorised samples (values and log-densities of all
@@ -75,13 +74,6 @@ def check_num_samples(num_samples: int, minimum: int = 1) -> int:
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < minimum:
         raise ValueError(f"num_samples={num_samples!r}; use an integer >= {minimum}.")
     return num_samples
-
-
-def sample_sites(trace: Trace) -> Iterator[Tuple[str, dict]]:
-    """The sample sites of a trace, without plate subsample sites."""
-    for name, site in trace.nodes.items():
-        if site["type"] == "sample" and not site_is_subsample(site):
-            yield name, site
 
 
 def counted_model_sites(model_trace: Trace, guide_trace: Trace) -> Iterator[Tuple[str, dict]]:
@@ -146,11 +138,6 @@ def per_datapoint(value: torch.Tensor, layout: Layout, *, keep_data: bool = True
     dims = [d for d in range(1, rank) if not (keep_data and d == data_axis)]
     value = value.sum(dims) if dims else value
     return value if keep_data else value.reshape(value.shape[0])
-
-
-def _fork_rng():
-    devices = [torch.cuda.current_device()] if torch.cuda.is_initialized() else []
-    return torch.random.fork_rng(devices=devices)
 
 
 def _nesting(*traces: Trace) -> int:
@@ -235,11 +222,7 @@ def probe(
         a plate that holds none.
     :raises NotImplementedError: for sites marked for enumeration.
     """
-    with _fork_rng(), torch.no_grad():
-        guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
-        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
-            *args, **kwargs
-        )
+    model_trace, guide_trace = trace_once(model, guide, args, kwargs)
     _check_no_enumeration(model_trace, guide_trace)
     nesting = _nesting(model_trace, guide_trace)
     if max_plate_nesting is not None:

@@ -13,7 +13,7 @@ from typing import Callable, List, Mapping, Optional
 
 from .._pyro_compat import generate_graph_specification, plate_label
 from ..objective import objective_from, summed_out_sites, trace_pair
-from ..terms import term_colors
+from .colors import term_colors
 from .layout import direction, shared_levels
 from .provenance import FIT, NATURE, plates_of, world_relations
 
