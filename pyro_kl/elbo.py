@@ -13,7 +13,7 @@ import numbers
 import threading
 import warnings
 from collections import OrderedDict
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, Mapping, NamedTuple, Optional
 
 import torch
 from pyro.infer import Trace_ELBO
@@ -121,7 +121,7 @@ class WeightedELBO(Trace_ELBO):
         self.analytic_kl = analytic_kl
         self._steps = TrainingSteps()
         self._tracer = PairTracer()
-        self._last: Optional[Estimate] = None
+        self._last = _Recorded({}, {})
 
     # ---- configuration --------------------------------------------------
 
@@ -165,21 +165,21 @@ class WeightedELBO(Trace_ELBO):
         self._steps.reset(_whole_step(step))
 
     @property
-    def last_estimate(self) -> Optional[Estimate]:
-        """The :class:`~pyro_kl.estimate.Estimate` of the last training call (tensors)."""
-        return self._last
-
-    @property
     def last_terms(self) -> Dict[str, float]:
         """The last training call's unweighted terms in nats, read back to the host
         when read (``{}`` before the first). :meth:`loss` and ``SVI.evaluate_loss``
         do not change them; use :meth:`estimate_terms` for the terms of other data."""
-        return {} if self._last is None else _floats(self._last.terms)
+        return _floats(self._last.terms)
 
     @property
     def last_weights(self) -> Dict[str, float]:
         """The weights the last training call used."""
-        return {} if self._last is None else _floats(self._last.weights)
+        return _floats(self._last.weights)
+
+    @property
+    def last_term_tensors(self) -> Dict[str, torch.Tensor]:
+        """:attr:`last_terms` as the 0-d tensors they were computed as (no host sync)."""
+        return dict(self._last.terms)
 
     # ---- public API -----------------------------------------------------
 
@@ -291,7 +291,6 @@ class WeightedELBO(Trace_ELBO):
 
     def __getstate__(self):
         state = self.__dict__.copy()
-        state["_last"] = None  # tensors of a graph; last_terms are for logging
         state["_assignments"] = OrderedDict()
         return state
 
@@ -311,7 +310,7 @@ class WeightedELBO(Trace_ELBO):
             yield TracedPair(model_trace, guide_trace, self._assignment(model_trace, guide_trace))
 
     def _record(self, result: Estimate) -> None:
-        self._last = result
+        self._last = _Recorded(result.terms, result.weights)
         self._steps.record(
             params=result.params,
             terms=result.terms,
@@ -349,6 +348,13 @@ class WeightedELBO(Trace_ELBO):
             if len(self._assignments) > _MAX_CACHED_STRUCTURES:
                 self._assignments.popitem(last=False)  # a structure that keeps changing
         return assignment
+
+
+class _Recorded(NamedTuple):
+    """What a training call leaves for logging: the terms (detached) and the weights."""
+
+    terms: Mapping[str, torch.Tensor]
+    weights: Mapping[str, Any]
 
 
 def _floats(values: Mapping[str, Any]) -> Dict[str, float]:
