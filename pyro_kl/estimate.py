@@ -91,9 +91,13 @@ def estimate(
 
     Example::
 
+        from pyro_kl.tracing import importance_pair
+
+        model_trace, guide_trace = importance_pair(vae.model, vae.guide, (x,), {}, 1)
         pairs = [TracedPair(model_trace, guide_trace, assign_terms(model_trace, guide_trace))]
         result = estimate(pairs, Weighting({"rate": 0.5}), step=0, num_particles=1)
-        result.loss  # tensor(...): distortion + 0.5 * rate
+        terms = result.terms  # {'rate': tensor(...), 'distortion': tensor(...)}
+        assert torch.allclose(result.loss, terms["distortion"] + 0.5 * terms["rate"])
     """
     particles, params = [], {}
     pair = None

@@ -58,8 +58,10 @@ class TrainingSteps:
 
     Example::
 
+        w = torch.zeros(3)
         steps = TrainingSteps()
         steps.record(params=[w], terms={}, num_data=1, controllers=())
+        assert steps.count == 0   # the step is open until the parameters move
         with torch.no_grad():
             w.add_(1.0)       # what an optimizer does
         assert steps.count == 1

@@ -216,8 +216,10 @@ class PairTracer:
 
     Example::
 
+        elbo = Trace_ELBO()
         tracer = PairTracer()
-        pairs = list(tracer.pairs(Trace_ELBO(), Trace_ELBO()._get_traces, model, guide, (x,), {}))
+        pairs = list(tracer.pairs(elbo, elbo._get_traces, vae.model, vae.guide, (x,), {}))
+        assert len(pairs) == elbo.num_particles
     """
 
     def __init__(self):
