@@ -40,9 +40,6 @@ extensions = [
 source_suffix = {".rst": "restructuredtext", ".md": "myst-nb", ".ipynb": "myst-nb"}
 exclude_patterns = ["_build", "Thumbs.db", ".DS_Store", "**.ipynb_checkpoints"]
 root_doc = "index"
-# the user guide's toctree lists its pages in order, then globs the rest (none, until
-# another page is added): an empty glob is expected there
-suppress_warnings = ["toc.empty_glob"]
 
 # ---- notebooks: rendered from their stored outputs, never executed ----------
 nb_execution_mode = "off"
