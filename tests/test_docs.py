@@ -50,6 +50,14 @@ def test_every_page_is_collected():
 @pytest.mark.parametrize("page", [_page_param(page) for page in PAGES])
 def test_every_python_block_of_the_page_runs(page, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    threads = torch.get_num_threads()  # a page may set them (threads.md does)
+    try:
+        run_page(page, tmp_path)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def run_page(page, tmp_path):
     namespace = {"__name__": "__docs__"}
     ran = 0
     for index, (needs, code) in enumerate(blocks(page)):
