@@ -1,4 +1,4 @@
-"""The README's example runs as written and logs terms that sum to the loss."""
+"""The user guide's first examples run as written and log terms that sum to the loss."""
 
 import contextlib
 import io
@@ -7,15 +7,16 @@ import re
 
 import pytest
 
-README = pathlib.Path(__file__).parents[1] / "README.md"
+GUIDE = pathlib.Path(__file__).parents[1] / "docs" / "guide"
 
 
-def test_readme_beta_vae_example_runs():
-    text = README.read_text()
+def test_quickstart_beta_vae_example_runs():
+    page = GUIDE / "quickstart.md"
+    text = page.read_text()
     code = re.search(r"## A β-VAE with SVI\n\n```python\n(.*?)```", text, re.S).group(1)
     namespace = {}
     with contextlib.redirect_stdout(io.StringIO()) as printed:
-        exec(compile(code, str(README), "exec"), namespace)
+        exec(compile(code, str(page), "exec"), namespace)
     assert printed.getvalue().count("'distortion'") == 100
     elbo, loss = namespace["elbo"], namespace["loss"]
     assert set(elbo.last_terms) == {"rate", "distortion"}
@@ -24,11 +25,12 @@ def test_readme_beta_vae_example_runs():
     assert loss == pytest.approx(expected, rel=1e-6)
 
 
-def test_readme_mixture_example_sums_the_assignment_exactly():
-    text = README.read_text()
-    code = re.search(r"## Discrete latents\n.*?```python\n(.*?)```", text, re.S).group(1)
+def test_discrete_latents_mixture_example_sums_the_assignment_exactly():
+    page = GUIDE / "discrete-latents.md"
+    text = page.read_text()
+    code = re.search(r"```python\n(.*?)```", text, re.S).group(1)
     namespace = {}
-    exec(compile(code, str(README), "exec"), namespace)
+    exec(compile(code, str(page), "exec"), namespace)
     torch, dist = namespace["torch"], namespace["dist"]
     x, elbo = namespace["x"], namespace["elbo"]
     # the terms were estimated at the initial parameters, before the step

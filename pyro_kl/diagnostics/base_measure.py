@@ -79,7 +79,8 @@ def log_bin_volume(
     """``sum_s d_s log Δ_s`` over the data sites: the log-volume of one
     datapoint's bin (nats, ``<= 0`` for bins narrower than 1).
 
-    :param model_trace: a vectorised model trace (see :func:`vectorised_traces`).
+    :param model_trace: a vectorised model trace (see
+        :func:`~pyro_kl.diagnostics.traces.vectorised_traces`).
     """
     widths = bin_widths_of(model_trace, bin_widths)
     return sum(

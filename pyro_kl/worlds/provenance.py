@@ -38,7 +38,8 @@ FIT = "fit"
 
 
 class Relations(NamedTuple):
-    """The relations of both worlds, in :func:`get_model_relations`'s format.
+    """The relations of both worlds, in the format of
+    :func:`pyro.infer.inspect.get_model_relations`.
 
     :ivar dict real: the real world: data nodes, guide latents, their edges
         and plates; ``"observed"`` lists the data.
