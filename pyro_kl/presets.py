@@ -68,8 +68,9 @@ def _knob(name: str) -> property:
     return property(get, set, doc=f"The weight ``{name}`` sets; settable (validated).")
 
 
-class _Preset(WeightedELBO):
-    """A :class:`WeightedELBO` whose weighting a preset's factory makes."""
+class PresetELBO(WeightedELBO):
+    """A :class:`~pyro_kl.WeightedELBO` whose weighting a preset's factory makes, from its
+    knobs; the base of the presets below."""
 
     def __init__(self, weighting: Weighting, elbo_args: tuple, kwargs: Dict[str, Any]):
         if "weights" in kwargs or "weighting" in kwargs:
@@ -83,7 +84,7 @@ class _Preset(WeightedELBO):
         super().__init__(*elbo_args, weighting=weighting, **kwargs)
 
 
-class RateDistortionELBO(_Preset):
+class RateDistortionELBO(PresetELBO):
     r"""The β-VAE objective ``D + β·(R + S)``.
 
     All latent information counts as rate: local latents feed ``rate``, global
@@ -113,7 +114,7 @@ class RateDistortionELBO(_Preset):
         super().__init__(rate_distortion(beta), elbo_args, kwargs)
 
 
-class BetaGammaELBO(_Preset):
+class BetaGammaELBO(PresetELBO):
     r"""The semi-supervised objective ``β·D + γ·C + R + S``.
 
     From the essay's semi-supervised VAE: β weighs the distortion of the
@@ -139,7 +140,7 @@ class BetaGammaELBO(_Preset):
         super().__init__(beta_gamma(beta, gamma), elbo_args, kwargs)
 
 
-class TherMLELBO(_Preset):
+class TherMLELBO(PresetELBO):
     r"""The TherML four-term objective ``γ·C + δ·D + σ·S + R``.
 
     Classification error C, distortion D of the inputs, complexity S of the

@@ -18,7 +18,7 @@ tensor). So
 Nothing runs inside autograd: a step is closed (controllers updated, count
 advanced) lazily, when the next training call starts or when the count is
 read. A model without parameters has nothing to update, so each of its
-training calls is a step of its own. :func:`estimate` and ``loss()`` never
+training calls is a step of its own. :func:`~pyro_kl.estimate.estimate` and ``loss()`` never
 touch the count.
 """
 

@@ -266,8 +266,11 @@ def check_site_terms(site_terms: Optional[Mapping[str, str]]) -> Dict[str, str]:
 
 
 def check_term_name(term: str, where: str) -> None:
-    """:raises ValueError: if a user's term name holds the character that joins
-    the terms of a model-side marginal (``"+"``)."""
+    """Refuse a user's term name holding the character that joins the terms of a
+    model-side marginal (``"+"``).
+
+    :raises ValueError: naming the term and a name to use instead.
+    """
     if MARGINAL_TERM_JOIN in term:
         raise ValueError(
             f"{where} names the term {term!r}; '{MARGINAL_TERM_JOIN}' is reserved for the "

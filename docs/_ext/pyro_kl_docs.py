@@ -33,16 +33,7 @@ PUBLIC_MODULES = ("pyro_kl", "pyro_kl.recipes", "pyro_kl.diagnostics")
 """The modules whose ``__all__`` the API reference documents in full."""
 
 
-INSTANCE_ATTRIBUTES = {
-    "pyro_kl.WeightedELBO": {
-        "last_terms": "Term name -> estimate (a float, in nats, summed over the data as Pyro's "
-        "loss is) of the last training call (``loss_and_grads``, or ``differentiable_loss`` "
-        "under grad).",
-        "last_weights": "Term name -> the weight (a float) that call used.",
-        "step": "The number of training steps taken, which schedules and controllers read; "
-        "saved by :meth:`state_dict`.",
-    },
-}
+INSTANCE_ATTRIBUTES: Dict[str, Dict[str, str]] = {}
 """Attributes set in ``__init__`` that the class docstrings refer to, documented here
 until the code gives them ``#:`` comments."""
 
