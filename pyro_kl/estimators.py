@@ -204,11 +204,17 @@ def monte_carlo_particle(
     contributions = [(name, term, value.detach()) for name, term, value in summands]
 
     if score_sites:
-        stacks = get_plate_stacks(model_trace)
-        for term, term_costs in costs.items():
-            downstream_cost = MultiFrameTensor(*((stacks[n], c) for n, c in term_costs))
-            for site in score_sites:
-                cost = downstream_cost.sum_to(site["cond_indep_stack"])
-                score = (cost * site["score_parts"].score_function).sum()
-                surrogates[term] = surrogates[term] + score if term in surrogates else score
+        _add_score_function_parts(surrogates, costs, score_sites, model_trace)
     return TermEstimates(values, surrogates, contributions)
+
+
+def _add_score_function_parts(surrogates, costs, score_sites, model_trace: Trace) -> None:
+    """Add to each term's surrogate, for every non-reparameterized guide site, the
+    score function times that term's cost in the site's plates (Trace_ELBO's rule)."""
+    stacks = get_plate_stacks(model_trace)
+    for term, term_costs in costs.items():
+        downstream_cost = MultiFrameTensor(*((stacks[n], c) for n, c in term_costs))
+        for site in score_sites:
+            cost = downstream_cost.sum_to(site["cond_indep_stack"])
+            score = (cost * site["score_parts"].score_function).sum()
+            surrogates[term] = _add(surrogates.get(term), score)

@@ -218,7 +218,7 @@ def _weight_notes(weighting: ELBOWeighting, terms) -> Dict[str, str]:
     return notes
 
 
-def _number(weight: Optional[float]) -> str:
+def _format_weight(weight: Optional[float]) -> str:
     return "?" if weight is None else f"{weight:.3g}"
 
 
@@ -237,7 +237,8 @@ def _sum(groups, symbol, *, times: str, group: Callable[[str], str]) -> str:
         if weight == 1.0:
             parts.append(inner)
         else:
-            parts.append(f"{_number(weight)}{times}{group(inner) if len(members) > 1 else inner}")
+            inner = group(inner) if len(members) > 1 else inner
+            parts.append(f"{_format_weight(weight)}{times}{inner}")
     return " + ".join(parts) if parts else "0"
 
 
@@ -299,7 +300,7 @@ def objective_from(pair: TracedPair, elbo: Optional[ELBO] = None) -> Objective:
     width = max((len(t) for t in sites), default=0)
     lines = [equation, f"  {relation}"]
     for term, names in sites.items():
-        weight = _number(weights[term])
+        weight = _format_weight(weights[term])
         if term in notes:
             weight = f"{weight} ({notes[term]})"
         lines.append(

@@ -284,44 +284,70 @@ def assign_terms(
             f"{sorted(guide_sites)}. Fix the names in the terms map."
         )
 
-    plates = data_plates(model_trace)
+    model, summed_out = _model_terms(model_sites, guide_sites, terms, data_plates(model_trace))
+    guide, joint, unmatched = _guide_terms(model_sites, guide_sites, model, terms)
+    return TermAssignment(model, guide, joint, tuple(summed_out), tuple(unmatched))
+
+
+def _latent_partner(name: str, site, guide_sites: Mapping[str, dict]) -> Optional[dict]:
+    """The guide site of a latent model site; ``None`` when the model sums it out.
+
+    :raises ValueError: when the guide lacks it and the model cannot sum it out.
+    """
+    guide_site = guide_sites.get(name)
+    if guide_site is not None or site["infer"].get("enumerate") == "parallel":
+        return guide_site
+    if is_enumerated(site):
+        raise ValueError(
+            f"Model site '{name}' is configured for sequential enumeration, which "
+            "only the guide supports; use infer={'enumerate': 'parallel'} in the "
+            "model (and a max_plate_nesting), as Pyro's TraceEnum_ELBO requires."
+        )
+    raise ValueError(
+        f"Latent model site '{name}' is missing from the guide. Sample "
+        f"'{name}' in the guide, observe it in the model, or, if it is "
+        "discrete, sum it out in the model with infer={'enumerate': "
+        "'parallel'} (or @config_enumerate) and a max_plate_nesting."
+    )
+
+
+def _latent_tag(name: str, model_tag: Optional[str], guide_site, terms) -> Optional[str]:
+    """A latent's explicit term: the map's, else the tags of both worlds, which must agree."""
+    guide_tag = guide_site["infer"].get(TAG)
+    if name in terms or guide_tag is None:
+        return model_tag
+    if model_tag is not None and model_tag != guide_tag:
+        raise ValueError(
+            f"Model and guide disagree on the term of site '{name}': the "
+            f"model tags it '{model_tag}', the guide '{guide_tag}'. Use the "
+            f"same infer={{'{TAG}': ...}} in both, or choose with "
+            f"site_terms={{'{name}': ...}} on the ELBO."
+        )
+    return guide_tag
+
+
+def _model_terms(model_sites, guide_sites, terms, plates) -> Tuple[Dict[str, str], list]:
+    """Model site -> term, and the latents the model sums out."""
     model: Dict[str, str] = {}
     summed_out = []
     for name, site in model_sites.items():
         term = _explicit(name, site, terms)
         if not site["is_observed"]:
-            guide_site = guide_sites.get(name)
-            if guide_site is None and site["infer"].get("enumerate") == "parallel":
+            guide_site = _latent_partner(name, site, guide_sites)
+            if guide_site is None:
                 summed_out.append(name)
                 continue
-            if guide_site is None and is_enumerated(site):
-                raise ValueError(
-                    f"Model site '{name}' is configured for sequential enumeration, which "
-                    "only the guide supports; use infer={'enumerate': 'parallel'} in the "
-                    "model (and a max_plate_nesting), as Pyro's TraceEnum_ELBO requires."
-                )
-            if guide_site is None:
-                raise ValueError(
-                    f"Latent model site '{name}' is missing from the guide. Sample "
-                    f"'{name}' in the guide, observe it in the model, or, if it is "
-                    "discrete, sum it out in the model with infer={'enumerate': "
-                    "'parallel'} (or @config_enumerate) and a max_plate_nesting."
-                )
-            guide_tag = guide_site["infer"].get(TAG)
-            if name not in terms and guide_tag is not None:
-                if term is not None and term != guide_tag:
-                    raise ValueError(
-                        f"Model and guide disagree on the term of site '{name}': the "
-                        f"model tags it '{term}', the guide '{guide_tag}'. Use the "
-                        f"same infer={{'{TAG}': ...}} in both, or choose with "
-                        f"site_terms={{'{name}': ...}} on the ELBO."
-                    )
-                term = guide_tag
+            term = _latent_tag(name, term, guide_site, terms)
         if term is None:
             term = default_term(site, plates)
         if term is not None:
             model[name] = term
+    return model, summed_out
 
+
+def _guide_terms(model_sites, guide_sites, model, terms):
+    """Guide site -> term; an auxiliary site the model lacks takes the term of the
+    latents sampled after it (``joint`` when they are several)."""
     guide: Dict[str, str] = {}
     joint: Dict[str, Tuple[str, ...]] = {}
     unmatched = []
@@ -355,7 +381,7 @@ def assign_terms(
         close_pending()
         pending, pending_for = name, []
     close_pending()
-    return TermAssignment(model, guide, joint, tuple(summed_out), tuple(unmatched))
+    return guide, joint, unmatched
 
 
 def structure_key(trace: Trace) -> tuple:

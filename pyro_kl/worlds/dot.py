@@ -92,7 +92,7 @@ def _edge(graph, edge: dict, **attrs: str) -> None:
         graph.edge(edge["source"], edge["target"], **attrs)
 
 
-def _fit_edges(graph, world: dict) -> None:
+def _draw_fit_edges(graph, world: dict) -> None:
     """One dashed edge per (box of data, latent): from the data set's plate,
     not from each datum; data outside every plate each get their own."""
     nodes = {n["id"]: n for n in world["nodes"]}
@@ -185,7 +185,7 @@ def spec_to_digraph(spec: dict, *, render_distributions: bool = False):
         for edge in spec["worlds"][key]["edges"]:
             if edge.get("kind") != FIT:
                 _edge(graph, edge)
-        _fit_edges(graph, spec["worlds"][key])
+        _draw_fit_edges(graph, spec["worlds"][key])
     # the same variable at the same height in both worlds
     ids = {
         key: {n["name"]: n["id"] for n in spec["worlds"][key]["nodes"] if n["kind"] != "param"}

@@ -271,7 +271,7 @@ def world_relations(
             plate_sample.setdefault(plate, []).insert(0, name)
 
     nature = _nature_edges(pair, data, observed, model_readers, data_plates)
-    fit = _fit_edges(latents, sample_sample, guide_plates, data, observed, data_plates)
+    fit = _dataset_fit_edges(latents, sample_sample, guide_plates, data, observed, data_plates)
     real = {
         "sample_sample": {**{name: [] for name in data}, **sample_sample},
         "sample_param": {
@@ -315,7 +315,7 @@ def _nature_edges(
     return list(dict.fromkeys(edges))
 
 
-def _fit_edges(
+def _dataset_fit_edges(
     latents: List[str],
     sample_sample: Mapping[str, List[str]],
     guide_plates: Mapping[str, List[str]],
