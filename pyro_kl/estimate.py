@@ -100,15 +100,16 @@ def estimate(
         assert torch.allclose(result.loss, terms["distortion"] + 0.5 * terms["rate"])
     """
     particles, params = [], {}
-    pair = None
+    first = None  # the structure's reference: its assignment and its datapoints
     for pair in pairs:
+        first = pair if first is None else first
         particles.append(particle_terms(pair, use_analytic_kl=use_analytic_kl))
         params.update((id(p), p) for p in _params(pair))
-    if pair is None:
+    if first is None:
         raise ValueError("No traced pair to estimate from; num_particles must be >= 1.")
     terms = mean_of(particles, num_particles)
-    num_data = num_datapoints(pair.model_trace) if weighting.controllers else 1
-    weights, offset = weighting.resolve(terms.values, pair.assignment, step, num_data)
+    num_data = num_datapoints(first.model_trace) if weighting.controllers else 1
+    weights, offset = weighting.resolve(terms.values, first.assignment, step, num_data)
     loss, surrogate = weighted_loss(terms, weights, offset)
     return Estimate(
         loss.detach(), surrogate, terms.values, weights, bool(params), num_data,
