@@ -46,7 +46,7 @@ from . import enumeration, estimators
 from .elbo import CallEstimate, WeightedELBO
 from .estimators import TermEstimates, check_finite, mean_of, monte_carlo_particle
 from .terms import num_datapoints
-from .weighting import TermWeights, controller_groups, weights_at
+from .weighting import TermWeights, weights_at
 
 __all__ = ["CompiledSVI", "CompileFallbackWarning"]
 
@@ -341,7 +341,11 @@ class CompiledSVI:
         store = pyro.get_param_store()
         params = [store._params[n] for n in traced.param_names]
         tensors = [leaf for leaf in leaves if torch.is_tensor(leaf)]
+        if self._options.get("triton.cudagraphs"):
+            torch.compiler.cudagraph_mark_step_begin()
         values, surrogates, summands = traced.graph(params, tensors)
+        if values.device.type != "cpu":  # CUDA graphs overwrite their outputs at the next step
+            values, summands = values.clone(), summands.clone()
 
         step_weights = TermWeights(elbo.weights, elbo.step)
         needs_floats = bool(step_weights.controllers) or (
