@@ -46,7 +46,7 @@ from . import enumeration, estimators
 from .elbo import CallEstimate, WeightedELBO
 from .estimators import TermEstimates, check_finite, mean_of, monte_carlo_particle
 from .terms import num_datapoints
-from .weighting import TermWeights, weights_at
+from .weighting import TermWeights, controller_groups, weights_at
 
 __all__ = ["CompiledSVI", "CompileFallbackWarning"]
 
@@ -66,8 +66,9 @@ class CompileFallbackWarning(UserWarning):
 class _Traced:
     """One traced structure: its graph (compiled lazily), terms, sites and weighting facts."""
 
-    def __init__(self, graph, names, terms, sites, assignment, num_data, trainable, zero):
-        self.graph = graph
+    def __init__(self, graph, full, names, terms, sites, assignment, num_data, trainable, zero):
+        self.graph = graph  # params, tensors -> values, surrogates, summands
+        self.full = full  # params, tensors, weights -> values, summands, gradients
         self.param_names = names
         self.terms = terms  # term names, in the order of the graph's value vector
         self.sites = sites  # (site, term) of each summand, for error messages
@@ -267,6 +268,7 @@ class CompiledSVI:
         with pyro.poutine.trace(param_only=True) as capture:
             loss = self.loss.loss_and_grads(self.model, self.guide, *args, **kwargs)
         params = [site["value"].unconstrained() for site in capture.trace.nodes.values()]
+        self._used_names = list(capture.trace.nodes)
         self._update(params)
         return torch.as_tensor(loss)
 
@@ -282,7 +284,7 @@ class CompiledSVI:
 
     def _trace(self, leaves: list, spec) -> Optional[_Traced]:
         store = pyro.get_param_store()
-        names = list(store.keys())
+        names = [n for n in self._used_names if n in store]
         params = [store._params[n] for n in names]
         tensor_at = [i for i, leaf in enumerate(leaves) if torch.is_tensor(leaf)]
         info: Dict[str, Any] = {}
@@ -328,11 +330,37 @@ class CompiledSVI:
                 CompileFallbackWarning, stacklevel=3,
             )
             return None
-        if self.compile:
-            graph = torch.compile(graph, backend=self.backend, fullgraph=True, dynamic=False,
-                                  options=self._options if self.backend == "inductor" else None)
-        return _Traced(graph, names, info["terms"], info["sites"], info["assignment"],
+        full = None
+        if info["trainable"] and params and not controller_groups(self.loss.weights):
+            full = self._trace_full(graph, params, tensors, len(info["terms"]), devices)
+        graph = self._compile(graph)
+        full = None if full is None else self._compile(full)
+        return _Traced(graph, full, names, info["terms"], info["sites"], info["assignment"],
                        info["num_data"], info["trainable"], zero)
+
+    def _trace_full(self, forward, params, tensors, num_terms, devices):
+        """The whole step as one graph: terms, summands and the weighted gradients.
+
+        Weights are an input, so it serves steps whose weights are known before the
+        loss (constants and schedules); a controller's weight depends on this step's
+        terms, and those steps use the forward graph and autograd instead.
+        """
+        def step(params, tensors, weights):
+            values, surrogates, summands = forward(params, tensors)
+            grads = torch.autograd.grad((weights * surrogates).sum(), params, allow_unused=True)
+            grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
+            return values, summands, grads
+
+        weights = torch.ones(num_terms, dtype=params[0].dtype, device=params[0].device)
+        with torch.random.fork_rng(devices=sorted(set(devices), key=str)):
+            return make_fx(step)(params, tensors, weights)
+
+    def _compile(self, graph):
+        if not self.compile:
+            return graph
+        options = self._options if self.backend == "inductor" else None
+        return torch.compile(graph, backend=self.backend, fullgraph=True, dynamic=False,
+                             options=options)
 
     # ---- a compiled step ------------------------------------------------
 
@@ -341,13 +369,23 @@ class CompiledSVI:
         store = pyro.get_param_store()
         params = [store._params[n] for n in traced.param_names]
         tensors = [leaf for leaf in leaves if torch.is_tensor(leaf)]
+        step_weights = TermWeights(elbo.weights, elbo.step)
+        full = traced.full if not step_weights.controllers else None
         if self._options.get("triton.cudagraphs"):
             torch.compiler.cudagraph_mark_step_begin()
-        values, surrogates, summands = traced.graph(params, tensors)
+        if full is not None:  # the weights are known before the loss: one graph
+            weights, offset = step_weights.resolve(
+                {t: 0.0 for t in traced.terms}, traced.assignment, traced.num_data
+            )
+            w = torch.tensor([weights[t] for t in traced.terms], dtype=params[0].dtype,
+                             device=params[0].device)
+            with torch.no_grad():
+                values, summands, grads = full(params, tensors, w)
+            surrogates = None
+        else:
+            values, surrogates, summands = traced.graph(params, tensors)
         if values.device.type != "cpu":  # CUDA graphs overwrite their outputs at the next step
             values, summands = values.clone(), summands.clone()
-
-        step_weights = TermWeights(elbo.weights, elbo.step)
         needs_floats = bool(step_weights.controllers) or (
             values.device.type == "cpu" or pyro.infer.util.is_validation_enabled()
         )
@@ -355,17 +393,23 @@ class CompiledSVI:
             dict(zip(traced.terms, values.tolist())) if needs_floats
             else _LazyTerms(traced.terms, values)
         )
-        as_floats = terms if needs_floats else {t: 0.0 for t in traced.terms}
-        weights, offset = step_weights.resolve(as_floats, traced.assignment, traced.num_data)
-        w = torch.tensor([weights[t] for t in traced.terms], dtype=values.dtype,
-                         device=values.device)
-        loss = (w * values).sum() + offset
+        if full is None:
+            as_floats = terms if needs_floats else {t: 0.0 for t in traced.terms}
+            weights, offset = step_weights.resolve(as_floats, traced.assignment, traced.num_data)
+            w = torch.tensor([weights[t] for t in traced.terms], dtype=values.dtype,
+                             device=values.device)
         if needs_floats:
             loss_float = sum(weights[t] * v for t, v in terms.items() if weights[t] != 0.0)
             check_finite(loss_float + offset, [
                 (n, t, v) for (n, t), v in zip(traced.sites, summands.tolist())
             ])
-        if traced.trainable:
+            loss = torch.tensor(loss_float + offset)
+        else:
+            loss = (w * values).sum() + offset
+        if full is not None:
+            for p, g in zip(params, grads):
+                p.grad = g
+        elif traced.trainable:
             (w * surrogates).sum().backward()
         estimate = CallEstimate(loss, None, TermEstimates(terms, {}, []), weights,
                                 traced.trainable, traced.num_data)
@@ -373,14 +417,3 @@ class CompiledSVI:
         elbo._finish_step(estimate)
         self._update(params)
         return loss.detach()
-
-
-def compile_counters() -> Dict[str, int]:
-    """Dynamo's counts of graph breaks, recompiles and unique graphs, for tests and benchmarks."""
-    from torch._dynamo.utils import counters
-
-    return {
-        "graph_breaks": sum(counters["graph_break"].values()),
-        "unique_graphs": counters["stats"]["unique_graphs"],
-        "calls_captured": counters["stats"]["calls_captured"],
-    }

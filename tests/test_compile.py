@@ -71,7 +71,9 @@ def test_same_steps_as_svi(pair, weighting):
         compiled = _train(pair, WEIGHTINGS[weighting], compiled=True)
     _assert_same(eager, compiled)
     assert eager[4].step == compiled[4].step == 6
-    assert len(compiled[5]._traced) == 1 and None not in compiled[5]._traced.values()
+    (traced,) = compiled[5]._traced.values()
+    assert traced is not None
+    assert (traced.full is None) == (weighting in ("geco", "target"))  # one graph without
 
 
 def test_controller_state_matches():
@@ -93,10 +95,13 @@ def test_inductor_same_steps_as_svi():
     _assert_same(eager, compiled)
 
 
-def test_no_recompiles_after_warm_up():
+@pytest.mark.parametrize("controller", [False, True], ids=["one graph", "forward+autograd"])
+def test_no_recompiles_after_warm_up(controller):
     model, guide, (x,) = model_zoo.vae()
-    elbo = WeightedELBO(weights={"rate": LinearWarmup(1.0, steps=10, start=0.2),
-                                 "distortion": GECO(1.0, step_size=0.1)})
+    weights = {"rate": LinearWarmup(1.0, steps=10, start=0.2)}
+    if controller:  # a controller's weight needs the step's terms: forward graph + autograd
+        weights["distortion"] = GECO(1.0, step_size=0.1)
+    elbo = WeightedELBO(weights=weights)
     svi = CompiledSVI(model, guide, pyro.optim.Adam({"lr": 1e-2}), elbo, backend=FAST)
     for _ in range(3):
         svi.step(x)
@@ -108,7 +113,8 @@ def test_no_recompiles_after_warm_up():
     assert counters["stats"]["unique_graphs"] == graphs
     assert counters["stats"]["calls_captured"] == frames
     assert len(weights) > 5  # the schedule moved without a recompile
-    assert len(svi._traced) == 1
+    (traced,) = svi._traced.values()
+    assert (traced.full is None) == controller
 
 
 def test_no_graph_breaks():
@@ -120,6 +126,10 @@ def test_no_graph_breaks():
     store = pyro.get_param_store()
     params = [store._params[n] for n in traced.param_names]
     explanation = torch._dynamo.explain(traced.graph)(params, [x])
+    assert explanation.graph_break_count == 0
+    assert explanation.graph_count == 1
+    with torch.no_grad():
+        explanation = torch._dynamo.explain(traced.full)(params, [x], torch.ones(3))
     assert explanation.graph_break_count == 0
     assert explanation.graph_count == 1
 
