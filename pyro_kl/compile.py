@@ -171,12 +171,12 @@ class CompiledSVI:
     :param bool compile: ``False`` runs the traced graph without compiling it
         (for debugging).
 
-    Example::
+    Example (needs inductor's C++ toolchain; tests/test_compile.py runs the same)::
 
         elbo = RateDistortionELBO(beta=0.5)
         svi = CompiledSVI(model, guide, pyro.optim.Adam({"lr": 1e-3}), elbo)
-        for x in batches:
-            loss = svi.step(x)  # a 0-d tensor; float(loss) reads it
+        for x, y in batches:
+            loss = svi.step(x, y)  # a 0-d tensor; float(loss) reads it
         print(elbo.last_terms)
     """
 

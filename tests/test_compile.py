@@ -240,3 +240,17 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="mode"):
         CompiledSVI(model, guide, pyro.optim.SGD({"lr": 1e-3}), RateDistortionELBO(0.5),
                     mode="fastest")
+
+
+def test_docstring_example_with_a_recipe():
+    from pyro_kl.recipes import VIB
+
+    vib = VIB()
+    x, y = vib.make_data(seed=0)
+    elbo = RateDistortionELBO(beta=0.5)
+    svi = CompiledSVI(vib.model, vib.guide, pyro.optim.Adam({"lr": 1e-3}), elbo, backend=FAST)
+    losses = [float(svi.step(x, y)) for _ in range(4)]
+    assert all(torch.isfinite(torch.tensor(losses)))
+    assert set(elbo.last_terms) == {"distortion", "rate"}
+    (traced,) = svi._traced.values()
+    assert traced is not None and traced.full is not None
