@@ -285,7 +285,8 @@ class CompiledSVI:
     def _trace(self, leaves: list, spec) -> Optional[_Traced]:
         store = pyro.get_param_store()
         names = [n for n in self._used_names if n in store]
-        params = [store._params[n] for n in names]
+        unconstrained = dict(store.named_parameters())
+        params = [unconstrained[n] for n in names]
         tensor_at = [i for i, leaf in enumerate(leaves) if torch.is_tensor(leaf)]
         info: Dict[str, Any] = {}
         fixed = weights_at(self.loss.weights, self.loss.step)
@@ -367,7 +368,8 @@ class CompiledSVI:
     def _compiled_step(self, traced: _Traced, leaves: list) -> torch.Tensor:
         elbo = self.loss
         store = pyro.get_param_store()
-        params = [store._params[n] for n in traced.param_names]
+        unconstrained = dict(store.named_parameters())
+        params = [unconstrained[n] for n in traced.param_names]
         tensors = [leaf for leaf in leaves if torch.is_tensor(leaf)]
         step_weights = TermWeights(elbo.weights, elbo.step)
         full = traced.full if not step_weights.controllers else None

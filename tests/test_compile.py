@@ -124,7 +124,8 @@ def test_no_graph_breaks():
     svi.step(x)
     (traced,) = svi._traced.values()
     store = pyro.get_param_store()
-    params = [store._params[n] for n in traced.param_names]
+    unconstrained = dict(store.named_parameters())
+    params = [unconstrained[n] for n in traced.param_names]
     explanation = torch._dynamo.explain(traced.graph)(params, [x])
     assert explanation.graph_break_count == 0
     assert explanation.graph_count == 1
