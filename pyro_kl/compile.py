@@ -33,7 +33,6 @@ every step is eager, with a warning.
 """
 
 import warnings
-from contextlib import contextmanager
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional
 
 import pyro
@@ -42,11 +41,10 @@ from pyro.optim import PyroOptim
 from torch.fx.experimental.proxy_tensor import make_fx
 from torch.utils import _pytree as pytree
 
-from . import enumeration, estimators
-from .elbo import CallEstimate, WeightedELBO
-from .estimators import TermEstimates, check_finite, mean_of, monte_carlo_particle
+from .elbo import WeightedELBO
+from .estimate import Estimate, particle_terms
+from .estimators import check_finite, mean_of
 from .terms import num_datapoints
-from .weighting import TermWeights, controller_groups, weights_at
 
 __all__ = ["CompiledSVI", "CompileFallbackWarning"]
 
@@ -104,40 +102,19 @@ class _LazyTerms(Mapping):
         return repr(self._read())
 
 
-@contextmanager
-def _terms_as_tensors():
-    """The estimators keep their summands as 0-d tensors (no ``.item()``) while traced.
-
-    The core is moving to tensor-valued terms; until then this swaps the one
-    function that reads them back to the host.
-    """
-    saved = estimators.to_floats, enumeration.to_floats
-    estimators.to_floats = enumeration.to_floats = list
-    try:
-        yield
-    finally:
-        estimators.to_floats, enumeration.to_floats = saved
-
-
 def _particle_terms(elbo: WeightedELBO, model, guide, args, kwargs):
-    """One call's unweighted terms, with the facts the weighting needs."""
-    particles, assignment, model_trace, trainable = [], None, None, False
-    for model_trace, guide_trace in elbo._get_traces(model, guide, args, kwargs):
-        assignment = elbo._assignment(model_trace, guide_trace)
-        if enumeration.is_packed(guide_trace):
-            particle = enumeration.enumerated_particle(model_trace, guide_trace, assignment)
-        else:
-            particle = monte_carlo_particle(
-                model_trace, guide_trace, assignment, use_analytic_kl=elbo.analytic_kl
-            )
-        particles.append(particle)
+    """One call's unweighted terms (tensors), with the facts the weighting needs."""
+    particles, first, trainable = [], None, False
+    for pair in elbo._traced_pairs(model, guide, args, kwargs):
+        first = pair if first is None else first
+        particles.append(particle_terms(pair, use_analytic_kl=elbo.analytic_kl))
         trainable = trainable or any(
             site["type"] == "param"
-            for trace in (model_trace, guide_trace)
+            for trace in (pair.model_trace, pair.guide_trace)
             for site in trace.nodes.values()
         )
     terms = mean_of(particles, elbo.num_particles)
-    return terms, assignment, num_datapoints(model_trace), trainable
+    return terms, first.assignment, num_datapoints(first.model_trace), trainable
 
 
 def _backend_options(mode: Optional[str]) -> Dict[str, Any]:
@@ -259,7 +236,7 @@ class CompiledSVI:
                     return None
                 parts.append((type(leaf), leaf))
         parts.append(tuple(pyro.get_param_store().keys()))
-        fixed = weights_at(self.loss.weights, self.loss.step)
+        fixed = self.loss.weighting.at(self.loss.step)
         parts.append(frozenset(t for t, w in fixed.items() if w == 0.0))
         return tuple(parts)
 
@@ -289,7 +266,7 @@ class CompiledSVI:
         params = [unconstrained[n] for n in names]
         tensor_at = [i for i, leaf in enumerate(leaves) if torch.is_tensor(leaf)]
         info: Dict[str, Any] = {}
-        fixed = weights_at(self.loss.weights, self.loss.step)
+        fixed = self.loss.weighting.at(self.loss.step)
         zero = frozenset(t for t, w in fixed.items() if w == 0.0)
 
         def forward(params: List[torch.Tensor], tensors: List[torch.Tensor]):
@@ -297,10 +274,9 @@ class CompiledSVI:
             for i, tensor in zip(tensor_at, tensors):
                 filled[i] = tensor
             args, kwargs = pytree.tree_unflatten(filled, spec)
-            with _terms_as_tensors():
-                terms, assignment, num_data, trainable = _particle_terms(
-                    self.loss, self.model, self.guide, args, kwargs
-                )
+            terms, assignment, num_data, trainable = _particle_terms(
+                self.loss, self.model, self.guide, args, kwargs
+            )
             order = list(terms.values)
             info.update(terms=order, assignment=assignment, num_data=num_data,
                         trainable=trainable, sites=[(n, t) for n, t, _ in terms.contributions])
@@ -332,7 +308,7 @@ class CompiledSVI:
             )
             return None
         full = None
-        if info["trainable"] and params and not controller_groups(self.loss.weights):
+        if info["trainable"] and params and not self.loss.weighting.controllers:
             full = self._trace_full(graph, params, tensors, len(info["terms"]), devices)
         graph = self._compile(graph)
         full = None if full is None else self._compile(full)
@@ -371,13 +347,14 @@ class CompiledSVI:
         unconstrained = dict(store.named_parameters())
         params = [unconstrained[n] for n in traced.param_names]
         tensors = [leaf for leaf in leaves if torch.is_tensor(leaf)]
-        step_weights = TermWeights(elbo.weights, elbo.step)
-        full = traced.full if not step_weights.controllers else None
+        step = elbo.step
+        controllers = elbo.weighting.controllers
+        full = traced.full if not controllers else None
         if self._options.get("triton.cudagraphs"):
             torch.compiler.cudagraph_mark_step_begin()
         if full is not None:  # the weights are known before the loss: one graph
-            weights, offset = step_weights.resolve(
-                {t: 0.0 for t in traced.terms}, traced.assignment, traced.num_data
+            weights, offset = elbo.weighting.resolve(
+                {t: 0.0 for t in traced.terms}, traced.assignment, step, traced.num_data
             )
             w = torch.tensor([weights[t] for t in traced.terms], dtype=params[0].dtype,
                              device=params[0].device)
@@ -388,7 +365,7 @@ class CompiledSVI:
             values, surrogates, summands = traced.graph(params, tensors)
         if values.device.type != "cpu":  # CUDA graphs overwrite their outputs at the next step
             values, summands = values.clone(), summands.clone()
-        needs_floats = bool(step_weights.controllers) or (
+        needs_floats = bool(controllers) or (
             values.device.type == "cpu" or pyro.infer.util.is_validation_enabled()
         )
         terms: Mapping[str, float] = (
@@ -397,7 +374,9 @@ class CompiledSVI:
         )
         if full is None:
             as_floats = terms if needs_floats else {t: 0.0 for t in traced.terms}
-            weights, offset = step_weights.resolve(as_floats, traced.assignment, traced.num_data)
+            weights, offset = elbo.weighting.resolve(
+                as_floats, traced.assignment, step, traced.num_data
+            )
             w = torch.tensor([weights[t] for t in traced.terms], dtype=values.dtype,
                              device=values.device)
         if needs_floats:
@@ -413,9 +392,7 @@ class CompiledSVI:
                 p.grad = g
         elif traced.trainable:
             (w * surrogates).sum().backward()
-        estimate = CallEstimate(loss, None, TermEstimates(terms, {}, []), weights,
-                                traced.trainable, traced.num_data)
-        elbo.last_terms, elbo.last_weights = terms, dict(weights)
-        elbo._finish_step(estimate)
+        elbo._record(Estimate(loss, None, terms, dict(weights), traced.trainable,
+                              traced.num_data, [], tuple(params)))
         self._update(params)
         return loss.detach()
