@@ -250,16 +250,40 @@ def _latex_symbol(term: str, symbols: Mapping[str, str]) -> str:
 
 
 CONST_MEANING = "const = −H: minus the entropy of nature's data, which no parameter changes"
-"""What ``const`` stands for in every derived objective."""
+"""What ``const`` stands for in a derived objective that names no entropy."""
+
+DATA_ENTROPY = "data_entropy"
+"""The attribute with which a model (or the object whose method it is, e.g. a
+:class:`~pyro_kl.recipes.Recipe`) names the entropy in its constant, e.g.
+``"H[Y|X]"`` for supervised learning, ``"H[D]"`` for Bayesian inference."""
 
 
-def objective_from(pair: TracedPair, elbo: Optional[ELBO] = None) -> Objective:
+def data_entropy_of(model: Callable) -> Optional[str]:
+    """The entropy ``model`` says its constant is (its ``data_entropy``, or its
+    owner's for a bound method), or ``None``."""
+    return getattr(model, DATA_ENTROPY, None) or getattr(
+        getattr(model, "__self__", None), DATA_ENTROPY, None
+    )
+
+
+def const_meaning(entropy: Optional[str] = None) -> str:
+    """The line saying what ``const`` is: ``const = −H[Y|X]: ...``."""
+    if entropy is None:
+        return CONST_MEANING
+    return f"const = −{entropy}: minus nature's entropy {entropy}, which no parameter changes"
+
+
+def objective_from(
+    pair: TracedPair, elbo: Optional[ELBO] = None, *, entropy: Optional[str] = None
+) -> Objective:
     """The :class:`Objective` of a traced pair under an ELBO's weights.
 
     :param TracedPair pair: the traces and every site's term (:func:`trace_pair`).
     :param elbo: a :class:`~pyro_kl.WeightedELBO` whose ``weights`` (schedules
         evaluated at its ``step``) weigh the terms; terms it does not weigh,
         and every term when it is ``None`` or a plain Pyro ELBO, have weight 1.
+    :param str entropy: the entropy the constant is minus (``"H[Y|X]"``,
+        ``"H[D]"``, ...); ``None``: nature's data, ``H``.
     :rtype: Objective
     """
     weighting = elbo_weighting(elbo)
@@ -288,14 +312,14 @@ def objective_from(pair: TracedPair, elbo: Optional[ELBO] = None) -> Objective:
     if unit:
         equation = f"I[P;Q] = {plain(groups)}" + (" + const" if const else "")
         latex_text = f"I[P;Q] = {latex(groups)}" + (r" + \mathrm{const}" if const else "")
-        relation = CONST_MEANING if const else "no data: I[P;Q] is exactly this sum"
+        relation = const_meaning(entropy) if const else "no data: I[P;Q] is exactly this sum"
     else:
         equation = f"L = {plain(groups)}"
         latex_text = rf"\mathcal{{L}} = {latex(groups)}"
         identity = f"I[P;Q] = {plain(unit_groups)}" + (" + const" if const else "")
         relation = (
             f"weighted (a Lagrangian), not I[P;Q]; with every weight 1 it is {identity}"
-            + (", const = −H[data]" if const else "")
+            + (f", const = −{entropy or 'H[data]'}" if const else "")
         )
     width = max((len(t) for t in sites), default=0)
     lines = [equation, f"  {relation}"]
@@ -331,7 +355,9 @@ def derive_objective(
     weights the result reads ``I[P;Q] = D + R + const`` with ``const = -H``,
     minus the entropy of nature's data; otherwise it is the weighted objective
     ``L = D + β·R``. The pair is traced once, without gradients and without
-    touching the random state.
+    touching the random state. A model that names its entropy (a
+    ``data_entropy`` attribute, as every :class:`~pyro_kl.recipes.Recipe`
+    has, e.g. ``"H[Y|X]"``) gets ``const = −H[Y|X]`` in the text.
 
     :param callable model: the model, the dream world Q.
     :param callable guide: the guide; with the data, the real world P.
@@ -354,15 +380,18 @@ def derive_objective(
         objective.sites_by_term  # {'distortion': ('x',), 'rate': ('z',)}
     """
     pair = trace_pair(model, guide, model_args, model_kwargs, elbo=elbo)
-    return objective_from(pair, elbo)
+    return objective_from(pair, elbo, entropy=data_entropy_of(model))
 
 
 __all__ = [
     "CONST_MEANING",
+    "DATA_ENTROPY",
     "ELBOWeighting",
     "Objective",
     "TracedPair",
     "derive_objective",
+    "const_meaning",
+    "data_entropy_of",
     "elbo_weighting",
     "objective_from",
     "summed_out_sites",

@@ -8,7 +8,7 @@ import torch
 from pyro.infer import Trace_ELBO, TraceEnum_ELBO
 from pyro.optim import ClippedAdam
 
-from pyro_kl import derive_objective, render_worlds
+from pyro_kl import WeightedELBO, derive_objective, render_worlds
 from pyro_kl.recipes import (
     RECIPES,
     BayesianInference,
@@ -175,11 +175,43 @@ def test_vib_files_the_label_under_classification():
     assert objective.equation == "L = C + 0.5·R"
 
 
-def test_vib_model_never_generates_x():
+def test_vib_dream_world_draws_x_from_nature_apart_from_z_and_y():
     recipe, data = build("vib")
     spec = worlds_spec(recipe.model, recipe.guide, data, elbo=recipe.make_elbo())
-    assert "x" not in nodes(spec, "dream")
+    dream_x = nodes(spec, "dream")["x"]
+    assert dream_x["from_nature"] and dream_x["term"] is None
+    assert not any("x" in edge for edge in edges(spec, "dream"))
     assert nodes(spec, "real")["x"]["shaded"]
+
+
+@pytest.mark.parametrize(
+    "name", ["supervised_learning", "vib", "bayesian_neural_network", "variational_prediction"]
+)
+def test_dream_world_inputs_are_drawn_sampled_from_nature(name):
+    recipe, data = build(name)
+    graph = render_worlds(recipe.model, recipe.guide, data, elbo=recipe.make_elbo())
+    assert 'style="filled,dashed"' not in graph.source
+    spec = worlds_spec(recipe.model, recipe.guide, data, elbo=recipe.make_elbo())
+    assert nodes(spec, "dream")["x"]["distribution"] == "p(x)"
+
+
+@pytest.mark.parametrize(
+    "name, entropy",
+    [("supervised_learning", "H[Y|X]"), ("vib", "H[Y|X]"), ("bayesian_neural_network", "H[Y|X]"),
+     ("variational_prediction", "H[Y|X]"), ("bayesian_inference", "H[D]"),
+     ("density_estimation", "H[data]"), ("vae", "H[data]")],
+)
+def test_each_recipe_names_its_constant(name, entropy):
+    recipe, data = build(name)
+    unit = derive_objective(recipe.model, recipe.guide, data)
+    assert unit.relation.startswith(f"const = −{entropy}:")
+    spec = worlds_spec(recipe.model, recipe.guide, data)
+    assert spec["objective"]["relation"] == unit.relation
+    weighted = derive_objective(
+        recipe.model, recipe.guide, data,
+        elbo=WeightedELBO(weights={"rate": 0.5, "distortion": 0.5, "classification": 0.5}),
+    )
+    assert weighted.relation.endswith(f"const = −{entropy}")
 
 
 def test_bnn_weights_are_global_complexity():

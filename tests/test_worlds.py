@@ -429,7 +429,8 @@ def test_vib_real_world_draws_natures_x_to_y():
     nature = arrows[("real/x", "real/y")]
     assert nature["style"] == "bold" and nature["arrowhead"] == "empty"
     assert "style" not in arrows[("real/x", "real/z")]  # the encoder's edge is plain
-    assert ("dream/x", "dream/y") not in arrows and "dream/x" not in nodes
+    assert "dream/x" in nodes  # x ~ p(x), apart from (z, y)
+    assert not any("dream/x" in arrow for arrow in arrows)
     assert height(nodes["real/x"]) > height(nodes["real/y"])
     assert any(line.startswith("nature's conditional") for line in caption)
 
@@ -559,4 +560,6 @@ def test_render_deterministic_as_pyro_render_model():
     assert {("z", "mean"), ("mean", "y")} <= edges(shown, "dream")
     source = render_worlds(model, guide, args, render_deterministic=True).source
     assert '"dream/mean" [label=mean' in source
-    assert source.count("style=\"filled,dashed\"") == 2  # x and mean, as render_model draws them
+    assert source.count("style=\"filled,dashed\"") == 1  # mean, as render_model draws it
+    dream_x = nodes(shown, "dream")["x"]  # nature's x ~ p(x) in the dream world too: not dashed
+    assert dream_x["from_nature"] and dream_x["distribution"] == "p(x)"

@@ -11,7 +11,7 @@ Values are in nats per datapoint, where a datapoint is an index of the plate
 that holds the model's observed sites.
 """
 
-from .base_measure import BIN_WIDTH
+from .base_measure import BIN_WIDTH, with_base_density
 from .bounds import bits_per_dimension, code_length, iwae_bound
 from .evaluation import evaluate
 from .information import active_units, elbo_surgery, rate_per_dimension
@@ -25,4 +25,5 @@ __all__ = [
     "evaluate",
     "iwae_bound",
     "rate_per_dimension",
+    "with_base_density",
 ]

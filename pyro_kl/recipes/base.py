@@ -47,6 +47,11 @@ class Recipe(nn.Module):
     """The essay's objective for this drawing, in plain text."""
     objective_terms: ClassVar[Tuple[str, ...]] = ()
     """The term names the objective is made of (see :mod:`pyro_kl.terms`)."""
+    data_entropy: ClassVar[str] = "H[data]"
+    """The entropy nature's part of the objective is: the derived objective's
+    constant is minus it (``"H[Y|X]"`` where the inputs are given in both
+    worlds, ``"H[D]"`` for a whole data set). :func:`~pyro_kl.derive_objective`
+    and the pictures read it from the recipe's :meth:`model`."""
 
     def _param_name(self, name: str) -> str:
         return f"{self.name}.{name}"

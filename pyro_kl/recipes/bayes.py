@@ -49,6 +49,7 @@ class BayesianInference(Recipe):
         "I[P;Q] = <log p(D) e(θ|D) / (q(θ) q(D|θ))>_real = D + S - H[D]; weighted: L = β·D + S"
     )
     objective_terms = (DISTORTION, COMPLEXITY)
+    data_entropy = "H[D]"
 
     def __init__(self, *, dim: int = 2, prior_scale: float = 2.0, noise_scale: float = 1.0):
         super().__init__()

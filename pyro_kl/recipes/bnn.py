@@ -49,6 +49,7 @@ class BayesianNeuralNetwork(Recipe):
         " weighted: L = β·D + S"
     )
     objective_terms = (DISTORTION, COMPLEXITY)
+    data_entropy = "H[Y|X]"
 
     def __init__(self, *, dim: int = 1, hidden_dim: int = 16):
         super().__init__()

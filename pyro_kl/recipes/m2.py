@@ -48,10 +48,30 @@ class SemiSupervisedM2(Recipe):
     on the shown labels, so Kingma et al. add ``α <-log c(y|x)>`` over the
     labelled pairs: here the site ``label`` (the classifier read at the shown
     label, in the dream world's labelled plate), sent to ``classification``
-    with weight ``γ`` (Kingma's ``α``). The objective is ``β·D + γ·C + R``:
-    the distortion ``D`` of the inputs (and of the shown labels under the
-    prior), the classification error ``C`` of the shown labels and the rate
-    ``R`` of ``z`` and of the guessed ``y`` (:class:`~pyro_kl.BetaGammaELBO`).
+    with weight ``γ`` (Kingma's ``α``).
+
+    **What the terms are (M2 is beyond the essay).**
+
+    - ``D``: ``-log q(x|y, z)`` of every input, *and* ``-log q(y)`` of each
+      shown label under the dream world's prior (site ``y_labelled``; with the
+      uniform prior a constant ``log num_classes`` per labelled example);
+    - ``R``: ``log e(z|x, y)/q(z)`` of every style code and ``log c(y|x)/q(y)``
+      of each guessed label (site ``y``, summed out exactly);
+    - ``C``: ``-log c(y|x)`` of each shown label under the *real world's*
+      classifier (site ``label``). This is Kingma's extra classification
+      loss, **not the essay's C** ``= <-log q(y|z)>_p``, a dream-world factor
+      that decodes the label from the code (as in
+      :class:`~pyro_kl.recipes.SemiSupervisedVAE` and
+      :class:`~pyro_kl.recipes.TherML`).
+
+    The weighted objective is ``β·D + γ·C + R`` (:class:`~pyro_kl.BetaGammaELBO`).
+    At unit weights the printed ``I[P;Q] = D + C + R + const`` is the KL of an
+    **augmented pair**, not of M2's own two worlds: a real world that shows
+    each labelled example's label twice (``y_labelled`` and its copy
+    ``label``), against a dream world that draws the copy from the classifier
+    reading the generated input, ``label ~ c(label|x)``, drawn as
+    ``x_labelled → label``. M2's own KL is ``D + R + const``; the ``C`` term
+    is the price of the copy.
 
     Sites: labelled examples live in the plate ``labelled`` (``y_labelled``
     observed, ``z_labelled``, ``x_labelled``, ``label``); unlabelled ones in
@@ -78,8 +98,10 @@ class SemiSupervisedM2(Recipe):
     name = "semi_supervised_m2"
     title = "Semi-supervised VAE (M2)"
     objective = (
-        "L = <-β log q(x|y,z) - γ log c(y|x) + log c(y|x) e(z|x,y)/(q(y) q(z))>_real"
-        " = β·D + γ·C + R"
+        "L = <-β log q(x|y,z) q(y) - γ log c(y|x) + log c(y|x) e(z|x,y)/(q(y) q(z))>_real"
+        " = β·D + γ·C + R; C is Kingma's classifier loss on the shown labels (the real"
+        " world's c(y|x)), not the essay's C = <-log q(y|z)>; at unit weights D + C + R is"
+        " the KL of an augmented pair (the shown label copied into a dream-world c(label|x))"
     )
     objective_terms = (DISTORTION, CLASSIFICATION, RATE)
 

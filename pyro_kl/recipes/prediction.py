@@ -65,6 +65,7 @@ class VariationalPrediction(Recipe):
         "I[P;Q] = <log e(y*|x*) e(θ|D,y*) / (q(θ) q(D|θ) q(y*|x*,θ))>_real = D + R + S + const"
     )
     objective_terms = (DISTORTION, RATE, COMPLEXITY)
+    data_entropy = "H[Y|X]"
 
     def __init__(
         self,

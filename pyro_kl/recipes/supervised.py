@@ -44,6 +44,7 @@ class SupervisedLearning(LabelledBlobsRecipe):
     title = "Supervised learning"
     objective = "I[P;Q] = <log p(y|x) / q_θ(y|x)>_real = -H[Y|X] + C"
     objective_terms = (CLASSIFICATION,)
+    data_entropy = "H[Y|X]"
 
     def __init__(self, *, dim: int = 4, num_classes: int = 3, hidden_dim: int = 16):
         super().__init__()

@@ -30,7 +30,11 @@ class TherML(LabelledBlobsRecipe):
     classification error ``C`` of the labels (site ``y``, sent to
     ``classification``), the distortion ``D`` of the inputs, the complexity
     ``S`` of the global weights ``θ`` and the rate ``R`` of the local
-    representation ``z`` (:class:`~pyro_kl.TherMLELBO`). At γ = δ = σ = 1 it is
+    representation ``z`` (:class:`~pyro_kl.TherMLELBO`). The essay writes
+    the rate as ``log p(z|x, θ) / q(θ)``, a typo: the rate compares the
+    encoder with the dream world's prior of the *code*, ``R = <log e(z|x, θ)
+    / q(z)>_p``, which is what this recipe computes (the model's site ``z``
+    has prior ``q(z) = N(0, I)``; ``q(θ)`` belongs to ``S``). At γ = δ = σ = 1 it is
     ``I[P;Q] - const``, with ``const = -H``, minus the entropy of nature's data;
     otherwise it is a weighted objective, a Lagrangian ``L``.
 

@@ -12,7 +12,7 @@ the objective from :mod:`pyro_kl.objective`.
 from typing import Callable, List, Mapping, Optional
 
 from .._pyro_compat import generate_graph_specification, plate_label
-from ..objective import objective_from, summed_out_sites, trace_pair
+from ..objective import data_entropy_of, objective_from, summed_out_sites, trace_pair
 from .colors import term_colors
 from .layout import direction, shared_levels
 from .provenance import FIT, NATURE, plates_of, world_relations
@@ -56,6 +56,7 @@ def _world(
     shaded: Callable[[str], bool],
     colors: Mapping[str, str],
     summed_out: Callable[[str], bool],
+    natures: Callable[[str], bool] = lambda name: False,
 ) -> dict:
     graph = generate_graph_specification(relations, render_params=render_params)
     plate_data = graph["plate_data"]
@@ -66,6 +67,10 @@ def _world(
     for name, data in graph["node_data"].items():
         is_param = data["distribution"] is None
         term = None if is_param else term_of(name)
+        distribution = data["distribution"]
+        from_nature = distribution == "Deterministic" and natures(name)
+        if from_nature:  # a record of nature's datum: drawn from p(x), as in the essay
+            distribution = f"p({name})"
         nodes.append(
             {
                 "id": node_id(world, name),
@@ -76,7 +81,8 @@ def _world(
                 "color": colors.get(term, NO_TERM_COLOR),
                 "shaded": False if is_param else shaded(name),
                 "summed_out": not is_param and summed_out(name),
-                "distribution": data["distribution"],
+                "distribution": distribution,
+                "from_nature": from_nature,
                 "plates": _outer_to_inner(plates.get(name, []), plate_data),
             }
         )
@@ -123,7 +129,10 @@ def worlds_spec(
       it feeds, or ``None``), ``color`` (the term's colour, the same in both
       worlds), ``shaded`` (given by nature: data in the real world),
       ``summed_out`` (enumerated: summed exactly, not sampled),
-      ``distribution`` and ``plates`` (outermost first);
+      ``distribution``, ``from_nature`` (a dream-world record of nature's
+      datum, ``q(x) = p(x)``, made with :func:`pyro.deterministic`: drawn as
+      sampled from ``p(x)``, its distribution ``"p(x)"``, not as a
+      deterministic site) and ``plates`` (outermost first);
     - an edge: ``source``, ``target`` (node ids), ``world``, ``kind``
       (``"guide"`` or ``"model"``: that density reads the source;
       ``"nature"``: nature's conditional between two data, ``x → y``;
@@ -159,7 +168,7 @@ def worlds_spec(
     if model_kwargs is None:
         model_kwargs = {}
     pair = trace_pair(model, guide, model_args, model_kwargs, elbo=elbo)
-    objective = objective_from(pair, elbo)
+    objective = objective_from(pair, elbo, entropy=data_entropy_of(model))
     colors = term_colors(objective.sites_by_term)
     relations = world_relations(
         pair, model, guide, model_args, model_kwargs, render_deterministic=render_deterministic
@@ -179,7 +188,7 @@ def worlds_spec(
     )
     dream = _world(
         DREAM, relations.dream, render_params, model_terms.get, lambda name: False, colors,
-        summed.__contains__,
+        summed.__contains__, data.__contains__,
     )
     for kind, pairs in ((NATURE, relations.nature_edges), (FIT, relations.fit_edges)):
         real["edges"].extend(
