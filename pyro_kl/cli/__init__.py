@@ -48,6 +48,23 @@ def _positive(text: str) -> int:
     return value
 
 
+SEED_LIMIT = 2**32
+"""Seeds are those NumPy and Pyro accept: whole numbers in ``[0, 2**32)``."""
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value < SEED_LIMIT:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a whole number from 0 to {SEED_LIMIT - 1} (the seeds NumPy "
+            "and Pyro accept)"
+        )
+    return value
+
+
 def _weight(text: str) -> float:
     try:
         value = float(text)
@@ -94,7 +111,7 @@ def _parser() -> argparse.ArgumentParser:
                       help="optimizer steps per further beta of the sweep (warm-started)")
     demo.add_argument("--no-sweep", action="store_true",
                       help="skip the sweep and its rate-distortion picture")
-    demo.add_argument("--seed", type=int, default=0, help="random seed")
+    demo.add_argument("--seed", type=_seed, default=0, help="random seed")
     demo.add_argument("--format", default="svg", choices=PICTURE_FORMATS,
                       help="format of the worlds picture; worlds.gv (the DOT source) is "
                       "always written, the picture only when graphviz's dot is installed")

@@ -13,6 +13,7 @@ import os
 import shutil
 from typing import Dict, List, Optional
 
+from .._files import atomic_path
 from .provenance import FIT, NATURE
 from .spec import DREAM, REAL
 
@@ -31,6 +32,24 @@ EDGE_MEANINGS = {
 }
 SUMMED_OUT = "summed out"
 """What an enumerated site's label says: it is summed exactly, not sampled."""
+
+
+_ID_ESCAPES = {"%": "%25", ":": "%3A", "\\": "%5C", '"': "%22"}
+
+
+def dot_id(spec_id: str) -> str:
+    """A spec's id as a DOT id that graphviz reads back as one node: ``:``
+    (which the graphviz package reads as a port), ``\\`` and ``"`` are
+    %-encoded; plain ids such as ``real/z`` are kept."""
+    return "".join(_ID_ESCAPES.get(char, char) for char in spec_id)
+
+
+def literal(text: str) -> str:
+    """``text`` drawn as it is: not an HTML-like label (``<z>``) and without
+    DOT's escapes (``\\l``, ``\\G``, ``\\N`` ...); newlines still break lines."""
+    import graphviz
+
+    return graphviz.escape(str(text))
 
 
 def _node_attrs(node: dict, render_distributions: bool) -> Dict[str, str]:
@@ -58,19 +77,23 @@ def _add_world(graph, world: dict, world_key: str, render_distributions: bool) -
 
     plates = world["plates"]
     clusters = {
-        plate: graphviz.Digraph(name=data["id"]) for plate, data in plates.items()
+        plate: graphviz.Digraph(name=dot_id(data["id"])) for plate, data in plates.items()
     }
     for plate, cluster in clusters.items():
-        cluster.attr(label=plates[plate]["label"], labeljust="r", labelloc="b", style="solid")
+        cluster.attr(
+            label=literal(plates[plate]["label"]), labeljust="r", labelloc="b", style="solid"
+        )
     panel = graphviz.Digraph(name=f"cluster_{world_key}")
     panel.attr(
-        label=world["label"], labelloc="t", labeljust="c", style="rounded",
+        label=literal(world["label"]), labelloc="t", labeljust="c", style="rounded",
         color="gray40", fontsize="16", **_PLAIN,
     )
     for node in world["nodes"]:
         plate = _innermost(node)
         target = panel if plate is None else clusters[plate]
-        target.node(node["id"], **_node_attrs(node, render_distributions), **_PLAIN)
+        attrs = _node_attrs(node, render_distributions)
+        attrs["label"] = literal(attrs["label"])
+        target.node(dot_id(node["id"]), **attrs, **_PLAIN)
 
     def nest(parent: Optional[str], into) -> None:
         for plate, data in plates.items():
@@ -84,12 +107,13 @@ def _add_world(graph, world: dict, world_key: str, render_distributions: bool) -
 
 def _edge(graph, edge: dict, **attrs: str) -> None:
     attrs = {**EDGE_STYLES.get(edge.get("kind"), {}), **attrs}
+    source, target = dot_id(edge["source"]), dot_id(edge["target"])
     if edge.get("upward"):  # laid out downward, drawn pointing up
-        graph.edge(edge["target"], edge["source"], dir="back", **attrs)
+        graph.edge(target, source, dir="back", **attrs)
     elif edge.get("level"):
-        graph.edge(edge["source"], edge["target"], constraint="false", **attrs)
+        graph.edge(source, target, constraint="false", **attrs)
     else:
-        graph.edge(edge["source"], edge["target"], **attrs)
+        graph.edge(source, target, **attrs)
 
 
 def _draw_fit_edges(graph, world: dict) -> None:
@@ -108,7 +132,7 @@ def _draw_fit_edges(graph, world: dict) -> None:
         if plate is None:
             _edge(graph, edge)
         else:
-            tail = world["plates"][plate]["id"]
+            tail = dot_id(world["plates"][plate]["id"])
             attrs = {"ltail" if not edge.get("upward") else "lhead": tail}
             _edge(graph, edge, **attrs)
 
@@ -195,8 +219,8 @@ def spec_to_digraph(spec: dict, *, render_distributions: bool = False):
         if name in ids[DREAM]:
             with graph.subgraph() as same:
                 same.attr(rank="same")
-                same.node(ids[REAL][name])
-                same.node(ids[DREAM][name])
+                same.node(dot_id(ids[REAL][name]))
+                same.node(dot_id(ids[DREAM][name]))
     graph.attr(label=_caption(spec), labelloc="b", labeljust="l", fontsize="14")
     return graph
 
@@ -210,11 +234,18 @@ def write(graph, filename: str) -> str:
 
     ``.gv`` and ``.dot`` get the DOT source as text, with or without
     graphviz's ``dot`` program; every other format graphviz writes (``.svg``,
-    ``.png``, ``.pdf``, ...) is laid out by ``dot``.
+    ``.png``, ``.pdf``, ...) is laid out by ``dot``. The file is written
+    atomically: to a temporary name beside it, renamed on success, so an
+    existing ``filename`` is left as it was when ``dot`` fails.
 
     :returns: the path written.
     :raises ValueError: if the suffix is missing or not a graphviz format.
-    :raises RuntimeError: if the format needs ``dot`` and it is not installed.
+    :raises RuntimeError: if the format needs ``dot`` and it is not installed,
+        or ``dot`` cannot lay the graph out (its message is included).
+
+    Example::
+
+        write(render_worlds(model, guide, (x,)), "worlds.gv")
     """
     import graphviz
 
@@ -222,8 +253,9 @@ def write(graph, filename: str) -> str:
     stem, suffix = os.path.splitext(filename)
     fmt = suffix[1:].lower()
     if fmt in DOT_SOURCE_FORMATS:
-        with open(filename, "w", encoding="utf-8") as dot_file:
-            dot_file.write(graph.source)
+        with atomic_path(filename) as temporary:
+            with open(temporary, "w", encoding="utf-8") as dot_file:
+                dot_file.write(graph.source)
         return filename
     if fmt not in graphviz.FORMATS:
         raise ValueError(
@@ -237,6 +269,17 @@ def write(graph, filename: str) -> str:
             "Install it (apt install graphviz, brew install graphviz or conda install "
             "graphviz), or write the DOT source with a .gv suffix, which needs no `dot`."
         )
-    with open(filename, "wb") as picture:  # no intermediate DOT file beside it
-        picture.write(graph.pipe(format=fmt))
+    try:
+        picture = graph.pipe(format=fmt)  # laid out before the file is touched
+    except graphviz.CalledProcessError as error:
+        stderr = error.stderr.decode(errors="replace") if error.stderr else ""
+        reason = " ".join(stderr.split()) or f"exit status {error.returncode}"
+        raise RuntimeError(
+            f"graphviz's `dot` could not write {filename!r}: {reason}. "
+            f"{filename!r} is left as it was; write the DOT source with a .gv suffix "
+            "to look at it."
+        ) from None
+    with atomic_path(filename) as temporary:
+        with open(temporary, "wb") as picture_file:
+            picture_file.write(picture)
     return filename

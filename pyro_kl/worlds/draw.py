@@ -46,7 +46,11 @@ def render_worlds(
         default rule with unit weights.
     :param str filename: if given, write the picture there, in the format
         its suffix names (``.svg``, ``.png``, ``.pdf``, ...; ``.gv`` and
-        ``.dot`` write the DOT source, which needs no ``dot`` program).
+        ``.dot`` write the DOT source, which needs no ``dot`` program). It is
+        written atomically (a temporary beside it, renamed when complete): an
+        existing file is left as it was if ``dot`` fails. Site and plate
+        names are drawn literally (``<z>``, ``a\\lb``), never read as HTML
+        labels or DOT escapes.
     :param bool render_distributions: as in :func:`pyro.render_model`: add
         each site's distribution to its label.
     :param bool render_params: as in :func:`pyro.render_model`: draw
@@ -57,7 +61,8 @@ def render_worlds(
     :returns: the picture; its ``.source`` is the DOT text, available even
         without graphviz's ``dot`` program.
     :rtype: graphviz.Digraph
-    :raises RuntimeError: if ``filename`` needs ``dot`` and it is not installed.
+    :raises RuntimeError: if ``filename`` needs ``dot`` and it is not
+        installed, or ``dot`` fails (its message is included).
     :raises ValueError: if ``filename``'s suffix is not a graphviz format.
 
     Example::
