@@ -8,6 +8,7 @@ core: :class:`~pyro_kl.tracing.PairTracer` builds a call's traced pairs,
 calls only) and counts steps by the rule of :mod:`pyro_kl.steps`.
 """
 
+import contextlib
 import math
 import numbers
 import threading
@@ -27,7 +28,6 @@ from .tracing import PairTracer, TracedPair, importance_pair
 from .weighting import Controller, ReadOnlyMap, Weight, Weighting
 
 _MAX_CACHED_STRUCTURES = 64
-_STATE_KEYS = {"step", "controllers"}
 _ACTIVE = threading.local()
 _TRAINING_THREAD = {"ident": None}
 _TRAINING_LOCK = threading.Lock()
@@ -224,7 +224,7 @@ class WeightedELBO(Trace_ELBO):
         a non-finite loss raises an error naming the sites.
         """
         training = torch.is_grad_enabled()
-        with _training_call() if training else _nothing():
+        with _training_call() if training else contextlib.nullcontext():
             result = self._estimate(model, guide, args, kwargs, self._steps.count)
             if is_validation_enabled() and not torch.compiler.is_compiling():
                 check_finite(result.loss.item(), result.contributions)
@@ -419,12 +419,4 @@ class _training_call:
             _ACTIVE.depth -= 1
             if _ACTIVE.depth == 0:
                 _TRAINING_THREAD["ident"] = None
-        return False
-
-
-class _nothing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
         return False

@@ -9,7 +9,7 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
-from pyro.infer import SVI, Trace_ELBO, TraceEnum_ELBO, config_enumerate
+from pyro.infer import SVI, Trace_ELBO, TraceEnum_ELBO
 from pyro.optim import Adam
 
 from pyro_kl import GECO, LinearWarmup, RateDistortionELBO, TherMLELBO, WeightedELBO
@@ -20,6 +20,7 @@ from pyro_kl.tracing import PairTracer, TracedPair, trace_once
 from pyro_kl.weighting import Weighting
 
 from .model_zoo import DATA, MODELS
+from .test_enumeration import mixture
 
 
 def test_evaluate_loss_leaves_the_training_terms_alone():
@@ -153,15 +154,6 @@ def test_the_elbo_pickles_after_a_recipe_fit():
     assert copy.loss(recipe.model, recipe.guide, x) == expected
 
 
-@config_enumerate
-def _mixture(x):
-    probs = pyro.param("probs", torch.tensor([0.3, 0.7]), constraint=dist.constraints.simplex)
-    locs = pyro.param("locs", torch.tensor([-1.0, 1.0]))
-    with pyro.plate("data", len(x)):
-        c = pyro.sample("c", dist.Categorical(probs))
-        pyro.sample("x", dist.Normal(locs[c], 1.0), obs=x)
-
-
 def _guide(x):
     scale = pyro.param("scale", torch.tensor(1.0), constraint=dist.constraints.positive)
     pyro.sample("noise", dist.Normal(0.0, scale))
@@ -169,7 +161,7 @@ def _guide(x):
 
 def _noisy_mixture(x):
     pyro.sample("noise", dist.Normal(0.0, 1.0))
-    _mixture(x)
+    mixture(x)
 
 
 @pytest.mark.parametrize("vectorize", [False, True])
