@@ -245,7 +245,7 @@ def write(graph, filename: str) -> str:
 
     Example::
 
-        write(render_worlds(model, guide, (x,)), "worlds.gv")
+        write(render_worlds(model, guide, batches[0]), "worlds.gv")
     """
     import graphviz
 
