@@ -215,8 +215,9 @@ def test_vib_spec_guide_input_is_data():
     assert real["x"]["shaded"] and real["x"]["term"] is None and real["x"]["color"] == "white"
     assert real["x"]["plates"] == ["data"]  # drawn in the plate of the latent reading it
     assert real["y"]["shaded"] and real["y"]["term"] == "distortion"
-    # the guide reads x, not y; y is not a label here, so nature draws no arrow
-    assert edges(spec, "real") == {("x", "z")}
+    # the guide reads x; the model observes y beside it without reading x:
+    # nature drew y given x (the essay's x -> y), untagged as it is
+    assert kinds(spec, "real") == {("x", "z"): "guide", ("x", "y"): "nature"}
     assert edges(spec, "dream") == {("z", "y")}
     assert_same_colour_both_worlds(spec)
 
