@@ -221,8 +221,29 @@ def spec_to_digraph(spec: dict, *, render_distributions: bool = False):
                 same.attr(rank="same")
                 same.node(dot_id(ids[REAL][name]))
                 same.node(dot_id(ids[DREAM][name]))
+    for key in (REAL, DREAM):
+        _keep_trace_order(graph, spec["worlds"][key], spec["levels"])
     graph.attr(label=_caption(spec), labelloc="b", labeljust="l", fontsize="14")
     return graph
+
+
+def _keep_trace_order(graph, world: dict, levels: Dict[str, int]) -> None:
+    """The variables at one height in one plate, left to right in the order
+    the program draws them (``x_0, x_1, ...``): one rank, chained by
+    invisible edges, so that a chain is not drawn shuffled with its arrows
+    crossing."""
+    rows: Dict[tuple, List[str]] = {}
+    for node in world["nodes"]:
+        if node["kind"] != "param" and node["name"] in levels:
+            key = (levels[node["name"]], _innermost(node))
+            rows.setdefault(key, []).append(dot_id(node["id"]))
+    for row in rows.values():
+        if len(row) < 2:
+            continue
+        with graph.subgraph() as same:
+            same.attr(rank="same")
+            for left, right in zip(row, row[1:]):
+                same.edge(left, right, style="invis")
 
 
 DOT_SOURCE_FORMATS = ("gv", "dot")

@@ -28,6 +28,7 @@ import torch
 from .._pyro_compat import get_model_relations, site_is_deterministic
 from ..objective import TracedPair
 from ..terms import CLASSIFICATION, is_data_site
+from .folding import auxiliary_latents, fold
 from .parts import Part, PartReader, find_parts
 
 _DATA_PREFIX = "_pyro_kl_data:"
@@ -47,12 +48,15 @@ class Relations(NamedTuple):
     :ivar dict dream: the dream world: the model's graph.
     :ivar list nature_edges: ``(input, datum)`` pairs of nature's conditionals.
     :ivar list fit_edges: ``(datum, latent)`` pairs: a global latent fit to the data set.
+    :ivar dict folded: an autoguide's auxiliary latent -> the model sites it
+        produces, into which it is folded (:mod:`~pyro_kl.worlds.folding`).
     """
 
     real: dict
     dream: dict
     nature_edges: List[Tuple[str, str]]
     fit_edges: List[Tuple[str, str]]
+    folded: Dict[str, List[str]] = {}
 
 
 def _signature_of(fn: Callable):
@@ -90,8 +94,9 @@ def _input_names(fns: Sequence[Callable], args: tuple, kwargs: dict) -> Dict[obj
     for i in range(len(args)):
         name = next((positional[i] for positional, _ in signatures if i < len(positional)), None)
         if name is None:
-            varargs = next(
-                ((v, len(positional)) for positional, v in signatures if v is not None), None
+            varargs = next(  # the model's first: an autoguide's is a bare *args
+                ((v, len(positional)) for positional, v in reversed(signatures) if v is not None),
+                None,
             )
             name = f"{varargs[0]}[{i - varargs[1]}]" if varargs else f"input {i}"
         names[i] = name
@@ -376,7 +381,9 @@ def world_relations(
         "plate_sample": {plate: names for plate, names in plate_sample.items() if names},
         "observed": data,
     }
-    return Relations(real, dream, nature, fit)
+    produced = auxiliary_latents(real, model_sites)
+    real, fit = fold(real, fit, produced)
+    return Relations(real, dream, nature, fit, produced)
 
 
 def _nature_edges(
