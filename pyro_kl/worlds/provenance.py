@@ -15,7 +15,10 @@ edges, the real world holds nature's arrows:
   datum (a posterior over weights, ``θ ~ e(θ|D)``) still comes from the data
   set, through the parameters fit to it.
 
-Boolean tensors (masks) and tensors that no site reads are not data.
+Boolean tensors (masks) and tensors that no site reads are not data. An
+input the model observes in pieces is drawn as those pieces
+(:mod:`~pyro_kl.worlds.parts`), and an autoguide's auxiliary latent is folded
+into the sites it produces (:mod:`~pyro_kl.worlds.folding`).
 """
 
 import inspect
@@ -457,5 +460,6 @@ __all__ = [
     "plates_of",
     "reading_named_data",
     "same_data",
+    "split_inputs",
     "world_relations",
 ]
