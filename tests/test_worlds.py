@@ -584,7 +584,9 @@ def test_m2_draws_each_variable_once_and_the_labels_parents():
 
     recipe = SemiSupervisedM2()
     data = recipe.make_data(num_data=16, seed=0)
+    state = torch.get_rng_state()
     graph = render_worlds(recipe.model, recipe.guide, data, elbo=recipe.make_elbo())
+    assert torch.equal(state, torch.get_rng_state())  # the parts were read without drawing
     layout_nodes, arrows, _ = laid_out(graph)
     real = names_drawn(layout_nodes, "real")
     # x is split by the mask into x_labelled and x: the argument itself is no variable
@@ -710,7 +712,7 @@ def left(node):
 def test_hmm_chain_is_drawn_in_order():
     model, guide, args = hmm()
     spec = worlds_spec(model, guide, args)
-    # each z_t reads its own x_t (found by poisoning xs[t]), and z_{t-1}
+    # each z_t reads its own x_t (found by changing xs[t]), and z_{t-1}
     assert kinds(spec, "real") == {
         **{(f"x_{t}", f"z_{t}"): "guide" for t in range(4)},
         **{(f"z_{t}", f"z_{t + 1}"): "guide" for t in range(3)},

@@ -6,8 +6,9 @@ input as a whole is then no variable of either world; its parts are. Pyro's
 provenance tracking follows a tensor, not its elements, so a density reading
 ``x[labelled]`` is seen reading all of ``x``. This module finds each input's
 parts (the data sites holding a masked, indexed or sliced piece of it) and,
-where the plates do not already tell, which part a density reads: the part's
-entries are set to NaN and the densities that turn NaN read it.
+which part a density reads: where the plates do not already tell, and
+provenance may be wrong (``x.new_zeros(d)`` reads no value of ``x``), the
+part's entries are changed and the densities that change read it.
 """
 
 from typing import Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Set
@@ -99,39 +100,52 @@ def distinct(parts: Sequence[Part]) -> List[Part]:
     return result
 
 
-def poisoned_readers(
+def _densities(trace) -> Dict[str, torch.Tensor]:
+    return {
+        name: site["fn"].log_prob(site["value"])
+        for name, site in trace.nodes.items()
+        if site["type"] == "sample"
+    }
+
+
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.shape == b.shape and bool(((a == b) | (a.isnan() & b.isnan())).all())
+
+
+def changed_readers(
     fn: Callable, args: tuple, kwargs: dict, slot, rows: torch.Tensor
 ) -> Optional[Set[str]]:
-    """The sample sites of ``fn`` whose density turns NaN when the rows
+    """The sample sites of ``fn`` whose density changes when the rows
     ``rows`` of input ``slot`` (an index into ``args`` or a key of ``kwargs``)
-    are NaN, every sampled value held as in an unpoisoned run. ``None`` when
-    the input is not floating point or ``fn`` fails on it."""
+    change (by one), every sampled value held as in an unchanged run and the
+    random state the same in both runs (dropout draws the same mask).
+    ``None`` when the input is not floating point or ``fn`` fails on it.
+    The random state outside is left as it was."""
     value = args[slot] if isinstance(slot, int) else kwargs[slot]
     if not torch.is_floating_point(value):
         return None
-    poisoned = value.clone()
-    poisoned[rows] = float("nan")
+    changed = value.clone()
+    changed[rows] = changed[rows] + 1.0
     new_args, new_kwargs = list(args), dict(kwargs)
     if isinstance(slot, int):
-        new_args[slot] = poisoned
+        new_args[slot] = changed
     else:
-        new_kwargs[slot] = poisoned
+        new_kwargs[slot] = changed
     try:
         with torch.random.fork_rng(), torch.no_grad(), pyro.validation_enabled(False):
             base = poutine.trace(fn).get_trace(*args, **kwargs)
-            trace = poutine.trace(poutine.replay(fn, trace=base)).get_trace(
-                *new_args, **new_kwargs
-            )
-            readers = set()
-            for name, site in trace.nodes.items():
-                if site["type"] != "sample":
-                    continue
-                density = site["fn"].log_prob(site["value"])
-                if torch.isnan(density).any():
-                    readers.add(name)
-    except Exception:  # a function that cannot run on NaN: no answer
+            runs = []
+            for run_args, run_kwargs in ((args, kwargs), (tuple(new_args), new_kwargs)):
+                torch.manual_seed(0)
+                replayed = poutine.trace(poutine.replay(fn, trace=base))
+                runs.append(_densities(replayed.get_trace(*run_args, **run_kwargs)))
+            before, after = runs
+            return {
+                name for name, density in after.items()
+                if name in before and not _same(before[name], density)
+            }
+    except Exception:  # a function that cannot run on the changed input: no answer
         return None
-    return readers
 
 
 class PartReader:
@@ -146,22 +160,22 @@ class PartReader:
 
     def __init__(self, fn: Callable, args: tuple, kwargs: dict, plates: Mapping[str, List[str]]):
         self.fn, self.args, self.kwargs, self.plates = fn, args, kwargs, plates
-        self._poisoned: Dict[tuple, Optional[Set[str]]] = {}
+        self._changed: Dict[tuple, Optional[Set[str]]] = {}
 
     def _readers_of(self, slot, part: Part) -> Optional[Set[str]]:
         key = (slot, part.site)
-        if key not in self._poisoned:
-            self._poisoned[key] = poisoned_readers(
+        if key not in self._changed:
+            self._changed[key] = changed_readers(
                 self.fn, self.args, self.kwargs, slot, part.positions
             )
-        return self._poisoned[key]
+        return self._changed[key]
 
     def read_by(self, reader: str, slot, parts: Sequence[Part]) -> List[str]:
         """The parts that site ``reader`` reads, of an input it is seen to read
         as a whole: not its own rows (an observed site holding a part reads
         its own value); those sharing one of its plates, if any do; one site
-        per set of rows; then those whose NaN turns its density
-        NaN, where that can be told (a floating-point input): provenance
+        per set of rows; then those whose change changes its density, where
+        that can be told (a floating-point input): provenance
         follows a tensor through shape-only operations such as
         ``x.new_zeros(d)``, which read no value."""
         own = [p.positions for p in parts if p.site == reader]
@@ -177,4 +191,4 @@ class PartReader:
         return [p.site for p in candidates]
 
 
-__all__ = ["Part", "PartReader", "distinct", "find_parts", "locate", "poisoned_readers"]
+__all__ = ["Part", "PartReader", "changed_readers", "distinct", "find_parts", "locate"]

@@ -89,9 +89,9 @@ def _positional_names(fn: Callable) -> Tuple[List[str], Optional[str]]:
 def _input_names(fns: Sequence[Callable], args: tuple, kwargs: dict) -> Dict[object, str]:
     """Slot (argument index or keyword) -> the parameter's name in the first
     signature of ``fns`` that names it (the guide's, then the model's: an
-    autoguide takes ``*args``); ``args[k]`` for the ``k``-th value caught by a
-    ``*args`` parameter named ``args``, and ``input i`` where no signature
-    names the ``i``-th argument."""
+    autoguide takes ``*args``); else ``data[k]`` for the ``k``-th value
+    caught by a ``*data`` parameter (the model's first), and ``input i``
+    where no signature names the ``i``-th argument."""
     names: Dict[object, str] = {key: key for key in kwargs}
     signatures = [_positional_names(fn) for fn in fns]
     for i in range(len(args)):
@@ -125,8 +125,9 @@ def candidate_inputs(
     """Slot -> data name for every tensor input that may be data (masks are
     not): the name of the observed (or deterministic) model site holding the
     same values, else the argument's name in the guide's signature (or the
-    model's, see :func:`_input_names`), followed by ``" (argument)"`` where a
-    site of that name holds other values (e.g. a part of it)."""
+    model's, an autoguide's being a bare ``*args``; ``input i`` where none
+    names it), followed by ``" (argument)"`` where a site of that name holds
+    other values (e.g. a part of it)."""
     observed = _data_values(pair)
     arg_names = _input_names([guide] if model is None else [guide, model], args, kwargs)
     sites = set(pair.model_trace.nodes) | set(pair.guide_trace.nodes)
