@@ -738,3 +738,18 @@ def test_untagged_pair_draws_natures_x_to_y():
     assert ("dream/x", "dream/y") not in arrows
     assert height(layout_nodes["real/x"]) > height(layout_nodes["real/y"])
     assert any(line.startswith("nature's conditional") for line in caption)
+
+
+def test_parts_are_located_by_mask_row_or_run_and_never_guessed():
+    from pyro_kl.worlds.parts import locate
+
+    xs = torch.arange(12.0).reshape(4, 3)
+    mask = torch.tensor([True, False, False, True])
+    assert locate(xs[mask], xs, [mask]).tolist() == [True, False, False, True]
+    assert locate(xs[~mask], xs, [mask]).tolist() == [False, True, True, False]
+    assert locate(xs[2], xs, []).tolist() == [False, False, True, False]
+    assert locate(xs[1:3], xs, []).tolist() == [False, True, True, False]
+    assert locate(xs[1] + 0.5, xs, []) is None  # not a piece of it
+    labels = torch.tensor([0, 1, 1, 2])
+    assert locate(labels[1], labels, []) is None  # found twice: ambiguous, not taken
+    assert locate(labels[:2], labels, []).tolist() == [True, True, False, False]

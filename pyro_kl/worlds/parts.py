@@ -37,6 +37,11 @@ def _matches(value: torch.Tensor, piece: torch.Tensor) -> bool:
     )
 
 
+def _rows_equal_to(whole: torch.Tensor, row: torch.Tensor) -> torch.Tensor:
+    """Boolean per row of ``whole``: equal to ``row``."""
+    return (whole == row).reshape(whole.shape[0], -1).all(-1)
+
+
 def locate(value: torch.Tensor, whole: torch.Tensor, masks: Sequence[torch.Tensor]):
     """The rows of ``whole`` that ``value`` holds, as a boolean mask over
     ``whole``'s first dimension, or ``None``.
@@ -59,16 +64,18 @@ def locate(value: torch.Tensor, whole: torch.Tensor, masks: Sequence[torch.Tenso
             for rows in (mask, ~mask):
                 if _matches(value, whole[rows]):
                     return rows.clone()
+    if value.dtype != whole.dtype:
+        return None
     found: List[torch.Tensor] = []
     if value.shape == whole.shape[1:]:
-        for k in range(size):
-            if _matches(value, whole[k]):
-                rows = torch.zeros(size, dtype=torch.bool)
-                rows[k] = True
-                found.append(rows)
+        for k in _rows_equal_to(whole, value).nonzero().flatten().tolist():
+            rows = torch.zeros(size, dtype=torch.bool)
+            rows[k] = True
+            found.append(rows)
     elif value.dim() == whole.dim() and 0 < value.shape[0] < size:
         n = value.shape[0]
-        for k in range(size - n + 1):
+        starts = _rows_equal_to(whole[: size - n + 1], value[0]).nonzero().flatten().tolist()
+        for k in starts:
             if _matches(value, whole[k:k + n]):
                 rows = torch.zeros(size, dtype=torch.bool)
                 rows[k:k + n] = True
