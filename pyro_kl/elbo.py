@@ -20,6 +20,7 @@ import torch
 from pyro.infer import Trace_ELBO
 from pyro.infer.util import is_validation_enabled
 
+from . import enumeration
 from .estimate import Estimate, estimate
 from .estimators import check_finite
 from .steps import TrainingSteps
@@ -348,6 +349,54 @@ class WeightedELBO(Trace_ELBO):
             if len(self._assignments) > _MAX_CACHED_STRUCTURES:
                 self._assignments.popitem(last=False)  # a structure that keeps changing
         return assignment
+
+    # ---- the posterior of model-side enumerated sites --------------------
+
+    def compute_marginals(self, model, guide, *args, **kwargs) -> "OrderedDict":
+        """The posterior marginal of each model-side enumerated site, as
+        :meth:`pyro.infer.TraceEnum_ELBO.compute_marginals` computes it with this
+        ELBO's options (equal to it value for value).
+
+        They are the *model's* (the dream world's) posterior marginals given the
+        data and one draw of the guide, so they do not depend on the weights: a
+        weight scales a model-side marginal as a whole (see
+        :mod:`pyro_kl.enumeration`), it never tempers the sum inside it. The
+        weights shape the model that training reaches; the marginals describe
+        that model.
+
+        :returns: site name -> marginal distribution.
+        :rtype: OrderedDict
+        :raises NotImplementedError: with ``num_particles > 1`` or sites
+            enumerated in the guide, as Pyro's.
+
+        Example::
+
+            @pyro.infer.config_enumerate
+            def mixture(x):
+                with pyro.plate("data", len(x)):
+                    c = pyro.sample("c", dist.Categorical(torch.tensor([0.5, 0.5])))
+                    pyro.sample("x", dist.Normal(torch.tensor([-2.0, 2.0])[c], 1.0), obs=x)
+
+            elbo = WeightedELBO(weights={"distortion": 0.5}, max_plate_nesting=1)
+            marginals = elbo.compute_marginals(mixture, lambda x: None, torch.tensor([-2.0, 2.0]))
+            assert marginals["c"].probs.argmax(-1).tolist() == [0, 1]
+        """
+        return enumeration.compute_marginals(self, model, guide, *args, **kwargs)
+
+    def sample_posterior(self, model, guide, *args, **kwargs):
+        """Runs the model on a draw of its model-side enumerated sites from their
+        joint posterior (forward filtering, backward sampling), as
+        :meth:`pyro.infer.TraceEnum_ELBO.sample_posterior` does with this ELBO's
+        options: the same seed gives the same draw.
+
+        Like :meth:`compute_marginals`, this is the model's posterior, which
+        the weights do not change.
+
+        :returns: what the model returns.
+        :raises NotImplementedError: with ``num_particles > 1`` or sites
+            enumerated in the guide, as Pyro's.
+        """
+        return enumeration.sample_posterior(self, model, guide, *args, **kwargs)
 
 
 class _Recorded(NamedTuple):

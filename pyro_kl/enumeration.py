@@ -21,12 +21,18 @@ with Pyro's Dice estimator, one exact expectation per term:
 Without enumerated sites nothing here runs: the ELBO keeps the Monte Carlo
 path of :mod:`pyro_kl.estimators`. The enumerating traces are built by
 :class:`pyro_kl.tracing.PairTracer`, which learns whether a pair enumerates.
+
+The posterior of the model-side enumerated sites (:func:`compute_marginals`,
+:func:`sample_posterior`) is a property of the trained model, not of the
+objective: it is computed by a :class:`~pyro.infer.TraceEnum_ELBO` built with
+the ELBO's options, so it is Pyro's, value for value and draw for draw.
 """
 
 from collections import OrderedDict
 from typing import Dict, List, Set, Tuple
 
 import torch
+from pyro.infer import TraceEnum_ELBO
 from pyro.infer.util import Dice
 from pyro.ops import packed
 from pyro.ops.contract import contract_tensor_tree
@@ -212,4 +218,60 @@ def enumerated_particle(
     return TermEstimates(values, surrogates, contributions)
 
 
-__all__ = ["enumerated_particle"]
+# ---- the model's posterior over its enumerated sites ---------------------------
+
+ELBO_OPTIONS = (
+    "num_particles",
+    "max_plate_nesting",
+    "vectorize_particles",
+    "strict_enumeration_warning",
+    "ignore_jit_warnings",
+    "jit_options",
+    "retain_graph",
+    "tail_adaptive_beta",
+)
+"""The :class:`~pyro.infer.ELBO` options an ELBO passes on to the
+:class:`~pyro.infer.TraceEnum_ELBO` that computes its posterior marginals."""
+
+
+def traceenum_elbo(elbo) -> TraceEnum_ELBO:
+    """A :class:`~pyro.infer.TraceEnum_ELBO` with ``elbo``'s options (particles,
+    plate nesting, vectorisation, warnings); weights play no part in it."""
+    return TraceEnum_ELBO(**{name: getattr(elbo, name) for name in ELBO_OPTIONS})
+
+
+def _delegate(elbo, method: str, model, guide, args, kwargs):
+    pyro_elbo = traceenum_elbo(elbo)
+    try:
+        return getattr(pyro_elbo, method)(model, guide, *args, **kwargs)
+    finally:
+        if elbo.max_plate_nesting == float("inf"):
+            elbo.max_plate_nesting = pyro_elbo.max_plate_nesting  # guessed, as Pyro keeps it
+
+
+def compute_marginals(elbo, model, guide, *args, **kwargs) -> "OrderedDict":
+    """The model's posterior marginal of each model-side enumerated site, given
+    the data and one draw of the guide: :meth:`pyro.infer.TraceEnum_ELBO.compute_marginals`
+    with ``elbo``'s options.
+
+    :returns: site name -> marginal distribution (``Categorical``, ``Bernoulli``, ...).
+    :raises NotImplementedError: with several particles or guide-side enumeration,
+        as Pyro's.
+    """
+    return _delegate(elbo, "compute_marginals", model, guide, args, kwargs)
+
+
+def sample_posterior(elbo, model, guide, *args, **kwargs):
+    """A draw of every model-side enumerated site from the model's joint posterior,
+    given the data and one draw of the guide (forward filtering, backward sampling):
+    :meth:`pyro.infer.TraceEnum_ELBO.sample_posterior` with ``elbo``'s options, so
+    the same seed gives the same draw.
+
+    :returns: what the model returns, run on the posterior draw.
+    :raises NotImplementedError: with several particles or guide-side enumeration,
+        as Pyro's.
+    """
+    return _delegate(elbo, "sample_posterior", model, guide, args, kwargs)
+
+
+__all__ = ["compute_marginals", "enumerated_particle", "sample_posterior", "traceenum_elbo"]
