@@ -24,7 +24,14 @@ from . import enumeration
 from .estimate import Estimate, estimate
 from .estimators import check_finite
 from .steps import TrainingSteps
-from .terms import TermAssignment, assign_terms, structure_key
+from .terms import (
+    TermAssignment,
+    assign_terms,
+    factorise_joint,
+    split_factorised,
+    structure_key,
+    warn_joint,
+)
 from .tracing import PairTracer, TracedPair, importance_pair
 from .weighting import Controller, ReadOnlyMap, Weight, Weighting
 
@@ -308,7 +315,9 @@ class WeightedELBO(Trace_ELBO):
 
     def _traced_pairs(self, model, guide, args, kwargs):
         for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
-            yield TracedPair(model_trace, guide_trace, self._assignment(model_trace, guide_trace))
+            assignment = self._assignment(model_trace, guide_trace, guide)
+            split_factorised(assignment, guide, guide_trace)
+            yield TracedPair(model_trace, guide_trace, assignment)
 
     def _record(self, result: Estimate) -> None:
         self._last = _Recorded(result.terms, result.weights)
@@ -327,13 +336,16 @@ class WeightedELBO(Trace_ELBO):
     def _get_trace(self, model, guide, args, kwargs):
         return importance_pair(model, guide, args, kwargs, self.max_plate_nesting)
 
-    def _assignment(self, model_trace, guide_trace) -> TermAssignment:
+    def _assignment(self, model_trace, guide_trace, guide=None) -> TermAssignment:
         """The term of every site, computed and checked against the weights once per
-        trace structure (a new weighting empties the cache)."""
+        trace structure (a new weighting empties the cache). A guide's joint density
+        that factorises by site is split (:func:`~pyro_kl.terms.factorise_joint`)."""
         key = (structure_key(model_trace), structure_key(guide_trace))
         assignment = self._assignments.get(key)
         if assignment is None:
             assignment = assign_terms(model_trace, guide_trace, self._weighting.site_terms)
+            assignment = factorise_joint(assignment, guide, guide_trace)
+            warn_joint(assignment, guide_trace)
             self._weighting.check_against(assignment)
             if assignment.unmatched:
                 warnings.warn(
