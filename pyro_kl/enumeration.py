@@ -44,7 +44,7 @@ from typing import Dict, List, Optional, Set, Tuple
 
 import torch
 from pyro.distributions.util import scale_and_mask
-from pyro.infer import TraceEnum_ELBO
+from pyro.infer import TraceEnum_ELBO as PyroTraceEnumELBO
 from pyro.infer.util import Dice
 from pyro.ops import packed
 from pyro.ops.contract import contract_tensor_tree
@@ -308,10 +308,14 @@ ELBO_OPTIONS = (
 :class:`~pyro.infer.TraceEnum_ELBO` that computes its posterior marginals."""
 
 
-def traceenum_elbo(elbo) -> TraceEnum_ELBO:
+def traceenum_elbo(elbo) -> PyroTraceEnumELBO:
     """A :class:`~pyro.infer.TraceEnum_ELBO` with ``elbo``'s options (particles,
-    plate nesting, vectorisation, warnings); weights play no part in it."""
-    return TraceEnum_ELBO(**{name: getattr(elbo, name) for name in ELBO_OPTIONS})
+    plate nesting, vectorisation, warnings); weights play no part in it.
+
+    Pyro's class is bound here under its own name at import, so that code
+    which later replaces ``pyro.infer.TraceEnum_ELBO`` by a pyro_kl class
+    (``scripts/pyro_suite.py`` does) still reaches Pyro's."""
+    return PyroTraceEnumELBO(**{name: getattr(elbo, name) for name in ELBO_OPTIONS})
 
 
 def _delegate(elbo, method: str, model, guide, args, kwargs):
