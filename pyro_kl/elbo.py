@@ -364,7 +364,7 @@ class WeightedELBO(Trace_ELBO):
 
     # ---- the posterior of model-side enumerated sites --------------------
 
-    def compute_marginals(self, model, guide, *args, **kwargs) -> "OrderedDict":
+    def compute_marginals(self, model, guide, *args, **kwargs) -> Dict[str, Any]:
         """The posterior marginal of each model-side enumerated site, as
         :meth:`pyro.infer.TraceEnum_ELBO.compute_marginals` computes it with this
         ELBO's options (equal to it value for value).
@@ -377,7 +377,7 @@ class WeightedELBO(Trace_ELBO):
         that model.
 
         :returns: site name -> marginal distribution.
-        :rtype: OrderedDict
+        :rtype: dict (an ``OrderedDict``, as Pyro returns)
         :raises NotImplementedError: with ``num_particles > 1`` or sites
             enumerated in the guide, as Pyro's.
 

@@ -40,7 +40,7 @@ the ELBO's options, so it is Pyro's, value for value and draw for draw.
 
 import warnings
 from collections import OrderedDict
-from typing import Dict, List, Optional, Set, Tuple
+from typing import Any, Dict, List, Optional, Set, Tuple
 
 import torch
 from pyro.distributions.util import scale_and_mask
@@ -327,7 +327,7 @@ def _delegate(elbo, method: str, model, guide, args, kwargs):
             elbo.max_plate_nesting = pyro_elbo.max_plate_nesting  # guessed, as Pyro keeps it
 
 
-def compute_marginals(elbo, model, guide, *args, **kwargs) -> "OrderedDict":
+def compute_marginals(elbo, model, guide, *args, **kwargs) -> Dict[str, Any]:
     """The model's posterior marginal of each model-side enumerated site, given
     the data and one draw of the guide: :meth:`pyro.infer.TraceEnum_ELBO.compute_marginals`
     with ``elbo``'s options.
