@@ -6,8 +6,15 @@ import pytest
 import torch
 from pyro import poutine
 from pyro.infer import Trace_ELBO, TraceEnum_ELBO, config_enumerate
-from pyro.infer.autoguide import AutoDiagonalNormal, AutoMultivariateNormal, AutoNormal
+from pyro.infer.autoguide import (
+    AutoDiagonalNormal,
+    AutoIAFNormal,
+    AutoLowRankMultivariateNormal,
+    AutoMultivariateNormal,
+    AutoNormal,
+)
 from pyro.infer.autoguide.initialization import init_to_value
+from pyro.ops.indexing import Vindex
 
 from pyro_kl import JOINT, RateDistortionELBO, TherMLELBO, WeightedELBO, assign_terms
 from pyro_kl.objective import trace_pair
@@ -244,20 +251,39 @@ def test_diagonal_normal_with_particles_gives_pyros_loss_and_no_joint(options):
     assert set(elbo.last_terms) == {"complexity", "rate", "distortion"}
 
 
-def test_diagonal_normal_beside_model_side_enumeration_gives_trace_enums_loss():
+@pytest.mark.parametrize("options", [{}, {"num_particles": 2, "vectorize_particles": True}],
+                         ids=["one", "vectorized"])
+def test_diagonal_normal_beside_model_side_enumeration_gives_trace_enums_loss(options):
     @config_enumerate
     def mixture(x):
         locs = pyro.sample("locs", dist.Normal(0.0, 3.0).expand([2]).to_event(1))
         scale = pyro.sample("scale", dist.LogNormal(0.0, 1.0))
         with pyro.plate("data", len(x)):
             c = pyro.sample("c", dist.Categorical(torch.tensor([0.4, 0.6])))
-            pyro.sample("x", dist.Normal(locs[c], scale), obs=x)
+            pyro.sample("x", dist.Normal(Vindex(locs)[..., c], scale), obs=x)
 
     guide = AutoDiagonalNormal(poutine.block(mixture, expose=["locs", "scale"]))
     guide(X)  # its set-up draws from the random stream: do it before seeding
     pyro.set_rng_seed(5)
-    expected = TraceEnum_ELBO(max_plate_nesting=1).loss(mixture, guide, X)
+    expected = TraceEnum_ELBO(max_plate_nesting=1, **options).loss(mixture, guide, X)
     pyro.set_rng_seed(5)
-    elbo = WeightedELBO(max_plate_nesting=1)
+    elbo = WeightedELBO(max_plate_nesting=1, **options)
     assert elbo.loss_and_grads(mixture, guide, X) == pytest.approx(expected, rel=1e-5)
     assert set(elbo.last_terms) == {"complexity", "distortion"}
+
+
+@pytest.mark.parametrize("guide_class, density", [
+    (AutoLowRankMultivariateNormal, "LowRankMultivariateNormal"),
+    (AutoIAFNormal, "TransformedDistribution"),
+])
+def test_guides_that_do_not_factorise_warn_once_naming_the_joint_term(guide_class, density):
+    guide = guide_class(bayes_model)
+    elbo = RateDistortionELBO(beta=0.5)
+    latent = f"_{guide_class.__name__}_latent"
+    with pytest.warns(UserWarning, match=rf"'{latent}' \({density}\) does not factorise.*"
+                                         r"log guide\(theta, noise, z\)"):
+        elbo.loss_and_grads(bayes_model, guide, X)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        elbo.loss_and_grads(bayes_model, guide, X)
+    assert set(elbo.last_terms) == {"complexity", "rate", "distortion", JOINT}
