@@ -50,7 +50,6 @@ from pyro.ops import packed
 from pyro.ops.contract import contract_tensor_tree
 from pyro.ops.rings import LogRing
 from pyro.poutine.trace_struct import Trace
-
 from torch.distributions import kl_divergence
 
 from ._pyro_compat import dim_to_symbol, is_enumerated_by_pyro, packed_dims
