@@ -16,7 +16,14 @@ from pyro.infer.autoguide import (
 from pyro.infer.autoguide.initialization import init_to_value
 from pyro.ops.indexing import Vindex
 
-from pyro_kl import JOINT, RateDistortionELBO, TherMLELBO, WeightedELBO, assign_terms
+from pyro_kl import (
+    JOINT,
+    RateDistortionELBO,
+    TherMLELBO,
+    WeightedELBO,
+    assign_terms,
+    derive_objective,
+)
 from pyro_kl.objective import trace_pair
 
 from .model_zoo import MODELS
@@ -287,3 +294,13 @@ def test_guides_that_do_not_factorise_warn_once_naming_the_joint_term(guide_clas
         warnings.simplefilter("error")
         elbo.loss_and_grads(bayes_model, guide, X)
     assert set(elbo.last_terms) == {"complexity", "rate", "distortion", JOINT}
+
+
+def test_derived_objective_splits_diagonal_normal_as_the_elbo_does():
+    diag, _ = guides()
+    elbo = RateDistortionELBO(beta=0.5)
+    objective = derive_objective(bayes_model, diag, (X,), elbo=elbo)
+    assert JOINT not in objective.sites_by_term
+    assert objective.sites_by_term["rate"] == ("z",)
+    elbo.loss_and_grads(bayes_model, diag, X)
+    assert set(elbo.last_terms) == set(objective.sites_by_term)
