@@ -119,9 +119,11 @@ def plot_rate_distortion(
       level set of the objective β trains: at the optimum every point the model
       family reaches lies on or above it.
 
-    Every artist has a ``gid`` (:data:`FEASIBLE_EDGE`, :data:`INFEASIBLE`,
-    :data:`AUTO_ENCODING`, :data:`AUTO_DECODING`, :func:`tangent_gid`,
-    :func:`seeds_gid`, :func:`mean_gid`) so that a figure can be read back.
+    Every artist has a ``gid`` (:data:`~pyro_kl.plots.FEASIBLE_EDGE`,
+    :data:`~pyro_kl.plots.INFEASIBLE`, :data:`~pyro_kl.plots.AUTO_ENCODING`,
+    :data:`~pyro_kl.plots.AUTO_DECODING`, :func:`~pyro_kl.plots.tangent_gid`,
+    :func:`~pyro_kl.plots.seeds_gid`, :func:`~pyro_kl.plots.mean_gid`) so that a
+    figure can be read back.
 
     :param dict points: β -> its measured ``(rate, distortion)`` pairs, one per
         seed (per data point or per image, the same unit as ``entropy``).
