@@ -2,6 +2,7 @@
 Q (model), its DOT drawing and files. Pictures are read back from graphviz's
 own layout (``dot -Tjson``), never from pixels."""
 
+import functools
 import json
 import shutil
 import subprocess
@@ -215,8 +216,9 @@ def test_vib_spec_guide_input_is_data():
     assert real["x"]["shaded"] and real["x"]["term"] is None and real["x"]["color"] == "white"
     assert real["x"]["plates"] == ["data"]  # drawn in the plate of the latent reading it
     assert real["y"]["shaded"] and real["y"]["term"] == "distortion"
-    # the guide reads x, not y; y is not a label here, so nature draws no arrow
-    assert edges(spec, "real") == {("x", "z")}
+    # the guide reads x; the model observes y beside it without reading x:
+    # nature drew y given x (the essay's x -> y), untagged as it is
+    assert kinds(spec, "real") == {("x", "z"): "guide", ("x", "y"): "nature"}
     assert edges(spec, "dream") == {("z", "y")}
     assert_same_colour_both_worlds(spec)
 
@@ -384,10 +386,12 @@ def test_autoguide_joint_site_feeds_the_joint_term():
     spec = worlds_spec(model, guide, args)
     latent = "_AutoMultivariateNormal_latent"
     real = nodes(spec, "real")
-    assert real[latent]["term"] == "joint" and real[latent]["color"] == TERM_COLORS["joint"]
-    assert kinds(spec, "real") == {
-        (latent, "mu"): "guide", (latent, "z"): "guide", ("x", latent): "fit",
-    }
+    # the joint latent is folded into the sites it produces: each feeds its term
+    assert latent not in real
+    assert real["mu"]["term"] == real["z"]["term"] == "joint"
+    assert real["z"]["color"] == TERM_COLORS["joint"]
+    assert real["mu"]["distribution"] == "MultivariateNormal"
+    assert kinds(spec, "real") == {("x", "mu"): "fit", ("x", "z"): "fit"}
     assert edges(spec, "dream") == {("mu", "z"), ("z", "x")}
     objective = derive_objective(model, guide, args, elbo=RateDistortionELBO(beta=0.5))
     assert objective.sites_by_term["joint"] == (latent,)
@@ -408,6 +412,8 @@ def laid_out(graph):
     nodes = {o["name"]: o for o in layout["objects"] if "nodes" not in o}
     arrows = {}
     for edge in layout.get("edges", []):
+        if edge.get("style") == "invis":  # keeps a row in order; not drawn
+            continue
         tail, head = objects[edge["tail"]]["name"], objects[edge["head"]]["name"]
         if edge.get("dir") == "back":  # laid out downward, the arrow points up
             tail, head = head, tail
@@ -563,3 +569,187 @@ def test_render_deterministic_as_pyro_render_model():
     assert source.count("style=\"filled,dashed\"") == 1  # mean, as render_model draws it
     dream_x = nodes(shown, "dream")["x"]  # nature's x ~ p(x) in the dream world too: not dashed
     assert dream_x["from_nature"] and dream_x["distribution"] == "p(x)"
+
+
+# ---- each variable once, named as the program names it, in its order --------
+
+
+def names_drawn(layout_nodes, world):
+    return [name.split("/", 1)[1] for name in layout_nodes if name.startswith(f"{world}/")]
+
+
+@needs_dot
+def test_m2_draws_each_variable_once_and_the_labels_parents():
+    from pyro_kl.recipes import SemiSupervisedM2
+
+    recipe = SemiSupervisedM2()
+    data = recipe.make_data(num_data=16, seed=0)
+    state = torch.get_rng_state()
+    graph = render_worlds(recipe.model, recipe.guide, data, elbo=recipe.make_elbo())
+    assert torch.equal(state, torch.get_rng_state())  # the parts were read without drawing
+    layout_nodes, arrows, _ = laid_out(graph)
+    real = names_drawn(layout_nodes, "real")
+    # x is split by the mask into x_labelled and x: the argument itself is no variable
+    assert sorted(real) == ["label", "x", "x_labelled", "y", "y_labelled", "z", "z_labelled"]
+    assert not any("argument" in name for name in layout_nodes)
+    # the encoder reads the labelled rows of x and the shown label, from its first record
+    real_arrows = {(t.split("/")[1], h.split("/")[1]) for t, h in arrows if t.startswith("real/")}
+    assert {("x_labelled", "z_labelled"), ("y_labelled", "z_labelled")} <= real_arrows
+    assert {("x", "y"), ("x", "z"), ("y", "z")} <= real_arrows
+    assert ("label", "z_labelled") not in real_arrows
+    assert not {("x", "z_labelled"), ("x_labelled", "z")} & real_arrows
+    # the dream world's copy of the label is read from the generated input, as in the model
+    dream_arrows = {(t.split("/")[1], h.split("/")[1]) for t, h in arrows if t.startswith("dream/")}
+    assert dream_arrows == {
+        ("y_labelled", "x_labelled"), ("z_labelled", "x_labelled"), ("x_labelled", "label"),
+        ("y", "x"), ("z", "x"),
+    }
+
+
+def regression(X, y):
+    w = pyro.sample("w", dist.Normal(torch.zeros(3), 1.0).to_event(1))
+    with pyro.plate("data", len(y)):
+        pyro.sample("y", dist.Normal(X @ w, 1.0), obs=y)
+
+
+REGRESSION_DATA = (torch.randn(4, 3), torch.randn(4))
+
+
+class Regression(pyro.nn.PyroModule):
+    def forward(self, covariates, y):
+        return regression(covariates, y)
+
+    def method(self, inputs, y):
+        return regression(inputs, y)
+
+
+@needs_dot
+@pytest.mark.parametrize(
+    "model, name",
+    [
+        (regression, "X"),
+        (functools.partial(lambda scale, X, y: regression(X * scale, y), 2.0), "X"),
+        (Regression(), "covariates"),
+        (Regression().method, "inputs"),
+        (lambda *data: regression(*data), "data[0]"),
+    ],
+)
+def test_inputs_are_named_from_the_signature(model, name):
+    from pyro.infer.autoguide import AutoDiagonalNormal
+
+    guide = AutoDiagonalNormal(model)  # its forward takes *args, so the model's names are used
+    layout_nodes, arrows, _ = laid_out(render_worlds(model, guide, REGRESSION_DATA))
+    assert f"real/{name}" in layout_nodes and f"dream/{name}" not in layout_nodes
+    assert not any("arg0" in node for node in layout_nodes)
+    assert arrows[(f"real/{name}", "real/y")]["style"] == "bold"  # nature's X -> y
+
+
+def test_input_name_falls_back_to_its_position():
+    from pyro_kl.worlds.provenance import _input_names
+
+    names = _input_names([max], (torch.ones(1), torch.ones(1)), {"mask": torch.ones(1)})
+    assert names == {0: "input 0", 1: "input 1", "mask": "mask"}
+
+
+@needs_dot
+@pytest.mark.parametrize(
+    "autoguide, joint",
+    [
+        ("AutoDiagonalNormal", True),
+        ("AutoMultivariateNormal", True),
+        ("AutoLowRankMultivariateNormal", True),
+        ("AutoNormal", False),
+        ("AutoDelta", False),
+    ],
+)
+def test_autoguide_latents_are_folded_into_the_model_sites(autoguide, joint):
+    from pyro.infer import autoguide as autoguides
+
+    model, _, args = global_local()
+    guide = getattr(autoguides, autoguide)(model)
+    spec = worlds_spec(model, guide, args)
+    layout_nodes, arrows, caption = laid_out(render_worlds(model, guide, args))
+    assert sorted(names_drawn(layout_nodes, "real")) == ["mu", "x", "z"]
+    assert sorted(names_drawn(layout_nodes, "dream")) == ["mu", "x", "z"]
+    assert not any("_Auto" in node or "_unconstrained" in node for node in layout_nodes)
+    assert arrows[("real/x", "real/mu")]["style"] == "dashed"  # mu is fit to the data set
+    real = nodes(spec, "real")
+    if joint:  # one joint density over (mu, z): both feed its term, both fit to the data
+        assert real["mu"]["term"] == real["z"]["term"] == "joint"
+        assert real["mu"]["color"] == TERM_COLORS["joint"]
+        (row,) = [row for row in spec["legend"] if row["term"] == "joint"]
+        assert row["sites"] == ["mu", "z"]
+        assert any(line == "sites: mu, z" for line in caption)
+        assert ("real/x", "real/z") in arrows
+    else:
+        assert real["mu"]["term"] == "complexity" and real["z"]["term"] == "rate"
+        assert_same_colour_both_worlds(spec)
+    expected = "Delta" if autoguide == "AutoDelta" else ("Normal" if not joint else None)
+    if expected:
+        assert real["mu"]["distribution"] == expected
+
+
+def hmm(steps=4):
+    def model(xs):
+        z = torch.tensor(0.0)
+        for t in range(steps):
+            z = pyro.sample(f"z_{t}", dist.Normal(0.9 * z, 1.0))
+            pyro.sample(f"x_{t}", dist.Normal(z, 0.5), obs=xs[t])
+
+    def guide(xs):
+        z = torch.tensor(0.0)
+        for t in range(steps):
+            z = pyro.sample(f"z_{t}", dist.Normal(0.5 * z + 0.5 * xs[t], 1.0))
+
+    return model, guide, (torch.randn(steps),)
+
+
+def left(node):
+    return float(node["pos"].split(",")[0])
+
+
+@needs_dot
+def test_hmm_chain_is_drawn_in_order():
+    model, guide, args = hmm()
+    spec = worlds_spec(model, guide, args)
+    # each z_t reads its own x_t (found by changing xs[t]), and z_{t-1}
+    assert kinds(spec, "real") == {
+        **{(f"x_{t}", f"z_{t}"): "guide" for t in range(4)},
+        **{(f"z_{t}", f"z_{t + 1}"): "guide" for t in range(3)},
+    }
+    layout_nodes, arrows, _ = laid_out(render_worlds(model, guide, args))
+    assert "real/xs" not in layout_nodes
+    for world in ("real", "dream"):
+        xs = [layout_nodes[f"{world}/x_{t}"] for t in range(4)]
+        assert len({height(x) for x in xs}) == 1
+        assert [left(x) for x in xs] == sorted(left(x) for x in xs)
+        zs = [left(layout_nodes[f"{world}/z_{t}"]) for t in range(4)]
+        assert zs == sorted(zs)
+    heights = [height(layout_nodes[f"real/z_{t}"]) for t in range(4)]
+    assert heights == sorted(heights, reverse=True)  # the chain runs down the page
+
+
+@needs_dot
+def test_untagged_pair_draws_natures_x_to_y():
+    model, guide, args = vib()  # the guide reads x, the model observes y, no tag
+    layout_nodes, arrows, caption = laid_out(render_worlds(model, guide, args))
+    nature = arrows[("real/x", "real/y")]
+    assert nature["style"] == "bold" and nature["arrowhead"] == "empty"
+    assert ("dream/x", "dream/y") not in arrows
+    assert height(layout_nodes["real/x"]) > height(layout_nodes["real/y"])
+    assert any(line.startswith("nature's conditional") for line in caption)
+
+
+def test_parts_are_located_by_mask_row_or_run_and_never_guessed():
+    from pyro_kl.worlds.parts import locate
+
+    xs = torch.arange(12.0).reshape(4, 3)
+    mask = torch.tensor([True, False, False, True])
+    assert locate(xs[mask], xs, [mask]).tolist() == [True, False, False, True]
+    assert locate(xs[~mask], xs, [mask]).tolist() == [False, True, True, False]
+    assert locate(xs[2], xs, []).tolist() == [False, False, True, False]
+    assert locate(xs[1:3], xs, []).tolist() == [False, True, True, False]
+    assert locate(xs[1] + 0.5, xs, []) is None  # not a piece of it
+    labels = torch.tensor([0, 1, 1, 2])
+    assert locate(labels[1], labels, []) is None  # found twice: ambiguous, not taken
+    assert locate(labels[:2], labels, []).tolist() == [True, True, False, False]

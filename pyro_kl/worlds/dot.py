@@ -221,8 +221,37 @@ def spec_to_digraph(spec: dict, *, render_distributions: bool = False):
                 same.attr(rank="same")
                 same.node(dot_id(ids[REAL][name]))
                 same.node(dot_id(ids[DREAM][name]))
+    # one left-to-right order for both worlds: the model's, then the guide's
+    order: Dict[str, int] = {}
+    for key in (DREAM, REAL):
+        for node in spec["worlds"][key]["nodes"]:
+            order.setdefault(node["name"], len(order))
+    for key in (REAL, DREAM):
+        _keep_trace_order(graph, spec["worlds"][key], spec["levels"], order)
     graph.attr(label=_caption(spec), labelloc="b", labeljust="l", fontsize="14")
     return graph
+
+
+def _keep_trace_order(
+    graph, world: dict, levels: Dict[str, int], order: Dict[str, int]
+) -> None:
+    """The variables at one height in one plate, left to right in the order
+    the model draws them (``x_0, x_1, ...``; ``order``: name -> position):
+    one rank, chained by invisible edges, so that a chain is not drawn
+    shuffled with its arrows crossing, and both worlds agree."""
+    rows: Dict[tuple, List[dict]] = {}
+    for node in world["nodes"]:
+        if node["kind"] != "param" and node["name"] in levels:
+            key = (levels[node["name"]], _innermost(node))
+            rows.setdefault(key, []).append(node)
+    for nodes in rows.values():
+        if len(nodes) < 2:
+            continue
+        row = [dot_id(n["id"]) for n in sorted(nodes, key=lambda n: order[n["name"]])]
+        with graph.subgraph() as same:
+            same.attr(rank="same")
+            for left, right in zip(row, row[1:]):
+                same.edge(left, right, style="invis")
 
 
 DOT_SOURCE_FORMATS = ("gv", "dot")

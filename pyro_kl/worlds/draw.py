@@ -31,7 +31,13 @@ def render_worlds(
     are drawn as boxes, each variable sits at the same height in both worlds,
     nodes are coloured by the term they feed, enumerated sites (summed out
     exactly) have a double border and deterministic sites a dashed one. Boolean masks and other
-    arguments no site reads are not drawn. Under the panels: the derived
+    arguments no site reads are not drawn. Each variable is drawn once, by
+    its own name: an input the model observes in pieces (``x[labelled]``,
+    ``xs[t]``) as those data sites (:mod:`~pyro_kl.worlds.parts`), an input
+    no site holds by its parameter's name in the guide's or the model's
+    signature, an autoguide's auxiliary latent folded into the sites it
+    produces (:mod:`~pyro_kl.worlds.folding`); the variables at one height
+    keep the order the model draws them in. Under the panels: the derived
     objective with the ELBO's weights (``I[P;Q] = D + R + const`` at unit
     weights, else the weighted objective ``L = D + 0.37·R`` with a line
     relating it to ``I[P;Q]``), and one line per term with its sites.

@@ -15,11 +15,14 @@ edges, the real world holds nature's arrows:
   datum (a posterior over weights, ``θ ~ e(θ|D)``) still comes from the data
   set, through the parameters fit to it.
 
-Boolean tensors (masks) and tensors that no site reads are not data.
+Boolean tensors (masks) and tensors that no site reads are not data. An
+input the model observes in pieces is drawn as those pieces
+(:mod:`~pyro_kl.worlds.parts`), and an autoguide's auxiliary latent is folded
+into the sites it produces (:mod:`~pyro_kl.worlds.folding`).
 """
 
 import inspect
-from typing import Callable, Dict, List, Mapping, NamedTuple, Set, Tuple
+from typing import Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Set, Tuple
 
 import pyro
 import pyro.distributions as dist
@@ -28,6 +31,8 @@ import torch
 from .._pyro_compat import get_model_relations, site_is_deterministic
 from ..objective import TracedPair
 from ..terms import CLASSIFICATION, is_data_site
+from .folding import auxiliary_latents, fold
+from .parts import Part, PartReader, find_parts
 
 _DATA_PREFIX = "_pyro_kl_data:"
 
@@ -46,27 +51,58 @@ class Relations(NamedTuple):
     :ivar dict dream: the dream world: the model's graph.
     :ivar list nature_edges: ``(input, datum)`` pairs of nature's conditionals.
     :ivar list fit_edges: ``(datum, latent)`` pairs: a global latent fit to the data set.
+    :ivar dict folded: an autoguide's auxiliary latent -> the model sites it
+        produces, into which it is folded (:mod:`~pyro_kl.worlds.folding`).
     """
 
     real: dict
     dream: dict
     nature_edges: List[Tuple[str, str]]
     fit_edges: List[Tuple[str, str]]
+    folded: Dict[str, List[str]] = {}
 
 
-def _input_names(fn: Callable, args: tuple, kwargs: dict) -> Dict[object, str]:
-    """Slot (argument index or keyword) -> the parameter's name in ``fn``'s
-    signature (``arg{i}`` where it has none)."""
-    names: Dict[object, str] = {key: key for key in kwargs}
+def _signature_of(fn: Callable):
+    """The signature of what ``fn`` runs: a :class:`torch.nn.Module`'s
+    (a :class:`~pyro.nn.PyroModule`, an autoguide) ``forward``; else ``fn``'s
+    own (bound methods and :func:`functools.partial` drop their bound
+    arguments). ``None`` where there is none to read."""
+    target = fn.forward if isinstance(fn, torch.nn.Module) else fn
     try:
-        parameters = list(inspect.signature(fn).parameters.values())
+        return inspect.signature(target)
     except (TypeError, ValueError):
-        parameters = []
+        return None
+
+
+def _positional_names(fn: Callable) -> Tuple[List[str], Optional[str]]:
+    signature = _signature_of(fn)
+    if signature is None:
+        return [], None
+    parameters = list(signature.parameters.values())
     positional = [
         p.name for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
     ]
+    varargs = next((p.name for p in parameters if p.kind == p.VAR_POSITIONAL), None)
+    return positional, varargs
+
+
+def _input_names(fns: Sequence[Callable], args: tuple, kwargs: dict) -> Dict[object, str]:
+    """Slot (argument index or keyword) -> the parameter's name in the first
+    signature of ``fns`` that names it (the guide's, then the model's: an
+    autoguide takes ``*args``); else ``data[k]`` for the ``k``-th value
+    caught by a ``*data`` parameter (the model's first), and ``input i``
+    where no signature names the ``i``-th argument."""
+    names: Dict[object, str] = {key: key for key in kwargs}
+    signatures = [_positional_names(fn) for fn in fns]
     for i in range(len(args)):
-        names[i] = positional[i] if i < len(positional) else f"arg{i}"
+        name = next((positional[i] for positional, _ in signatures if i < len(positional)), None)
+        if name is None:
+            varargs = next(  # the model's first: an autoguide's is a bare *args
+                ((v, len(positional)) for positional, v in reversed(signatures) if v is not None),
+                None,
+            )
+            name = f"{varargs[0]}[{i - varargs[1]}]" if varargs else f"input {i}"
+        names[i] = name
     return names
 
 
@@ -84,31 +120,60 @@ def _is_mask(value: torch.Tensor) -> bool:
 
 
 def candidate_inputs(
-    pair: TracedPair, guide: Callable, args: tuple, kwargs: dict
+    pair: TracedPair, guide: Callable, args: tuple, kwargs: dict, model: Optional[Callable] = None
 ) -> Dict[object, str]:
     """Slot -> data name for every tensor input that may be data (masks are
     not): the name of the observed (or deterministic) model site holding the
-    same values, else
-    the argument's name in the guide's signature (followed by ``" (argument)"``
-    where a site of that name holds other values, e.g. a part of it)."""
-    observed = [  # data, and deterministic records of data
-        (name, site["value"])
-        for name, site in pair.model_trace.nodes.items()
-        if is_data_site(site) or (site["type"] == "sample" and site_is_deterministic(site))
-    ]
-    arg_names = _input_names(guide, args, kwargs)
+    same values, else the argument's name in the guide's signature (or the
+    model's, an autoguide's being a bare ``*args``; ``input i`` where none
+    names it), followed by ``" (argument)"`` where a site of that name holds
+    other values (e.g. a part of it)."""
+    observed = _data_values(pair)
+    arg_names = _input_names([guide] if model is None else [guide, model], args, kwargs)
     sites = set(pair.model_trace.nodes) | set(pair.guide_trace.nodes)
-    slots = [(i, a) for i, a in enumerate(args)] + list(kwargs.items())
     result: Dict[object, str] = {}
-    for slot, value in slots:
+    for slot, value in _slots(args, kwargs):
         if not torch.is_tensor(value) or _is_mask(value):
             continue
-        match = next((name for name, obs in observed if same_data(value, obs)), None)
+        match = next((name for name, obs in observed.items() if same_data(value, obs)), None)
         if match is None:
             match = arg_names[slot]
             if match in sites:  # a site of that name holds other values (a part of it)
                 match = f"{match} (argument)"
         result[slot] = match
+    return result
+
+
+def _slots(args: tuple, kwargs: dict) -> list:
+    return [(i, a) for i, a in enumerate(args)] + list(kwargs.items())
+
+
+def _data_values(pair: TracedPair) -> Dict[str, torch.Tensor]:
+    """Data site -> value, in trace order: the model's observed sites and its
+    deterministic records (of data, or of a part of them)."""
+    return {
+        name: site["value"]
+        for name, site in pair.model_trace.nodes.items()
+        if is_data_site(site) or (site["type"] == "sample" and site_is_deterministic(site))
+    }
+
+
+def split_inputs(
+    pair: TracedPair, inputs: Mapping[object, str], args: tuple, kwargs: dict
+) -> Dict[object, List[Part]]:
+    """Slot -> its parts, for each input that no single data site holds but
+    several (or one) hold pieces of (``x[labelled]``, ``xs[t]``): it is drawn
+    as those parts, not as itself."""
+    values = _data_values(pair)
+    whole = set(inputs.values()) & set(values)
+    pieces = {name: value for name, value in values.items() if name not in whole}
+    masks = [v for _, v in _slots(args, kwargs) if torch.is_tensor(v) and _is_mask(v)]
+    result: Dict[object, List[Part]] = {}
+    for slot, value in _slots(args, kwargs):
+        if slot in inputs and inputs[slot] not in values:
+            parts = find_parts(value, pieces, masks)
+            if parts:
+                result[slot] = parts
     return result
 
 
@@ -206,6 +271,29 @@ def _common(plate_lists: List[List[str]]) -> List[str]:
     return [p for p in plate_lists[0] if all(p in r for r in plate_lists)]
 
 
+def _read_parts(
+    relations: dict,
+    split: Mapping[object, List[Part]],
+    inputs: Mapping[object, str],
+    reader: PartReader,
+    as_name: Callable[[str], str],
+) -> dict:
+    """``relations`` with each read of a split input replaced by reads of the
+    parts the reader reads (named by ``as_name``)."""
+    slot_of = {_DATA_PREFIX + inputs[slot]: slot for slot in split}
+    sample_sample = {}
+    for name, ups in relations["sample_sample"].items():
+        resolved: List[str] = []
+        for up in ups:
+            if up in slot_of and not _is_wrapper(name):
+                slot = slot_of[up]
+                resolved.extend(as_name(site) for site in reader.read_by(name, slot, split[slot]))
+            elif up not in slot_of:
+                resolved.append(up)
+        sample_sample[name] = [up for up in dict.fromkeys(resolved) if up != name]
+    return {**relations, "sample_sample": sample_sample}
+
+
 def world_relations(
     pair: TracedPair,
     model: Callable,
@@ -223,16 +311,28 @@ def world_relations(
         kept either way.
     :rtype: Relations
     """
-    inputs = candidate_inputs(pair, guide, args, kwargs)
+    inputs = candidate_inputs(pair, guide, args, kwargs, model)
+    split = split_inputs(pair, inputs, args, kwargs)
     guide_rel = get_model_relations(
         reading_named_data(guide, inputs), args, kwargs, include_deterministic=render_deterministic
     )
     model_rel = get_model_relations(
         reading_named_data(model, inputs), args, kwargs, include_deterministic=True
     )
+    if split:  # a density reading a split input reads some of its parts
+        model_plates = plates_of(model_rel["plate_sample"])
+        guide_plates = {**model_plates, **plates_of(guide_rel["plate_sample"])}
+        guide_rel = _read_parts(
+            guide_rel, split, inputs, PartReader(guide, args, kwargs, guide_plates),
+            lambda site: _DATA_PREFIX + site,
+        )
+        model_rel = _read_parts(
+            model_rel, split, inputs, PartReader(model, args, kwargs, model_plates), str
+        )
     model_sites = pair.model_trace.nodes
     observed = [name for name, site in model_sites.items() if is_data_site(site)]
-    input_names = list(dict.fromkeys(inputs.values()))
+    split_names = {inputs[slot] for slot in split}
+    input_names = [n for n in dict.fromkeys(inputs.values()) if n not in split_names]
     guide_readers = {name: _readers(guide_rel, name) for name in input_names}
     model_readers = {name: _readers(model_rel, name) for name in input_names}
     # an input is data when it is an observed site's value, a deterministic
@@ -245,7 +345,7 @@ def world_relations(
     data_set = set(data)
 
     dream = _without_wrappers(model_rel, lambda name: render_deterministic or name in data_set)
-    wrapped = {_DATA_PREFIX + name for name in input_names}
+    wrapped = {_DATA_PREFIX + name for name in inputs.values()}
     latents = [name for name in guide_rel["sample_sample"] if name not in wrapped]
     sample_sample = {
         name: [_unprefix(up) for up in guide_rel["sample_sample"][name] if _unprefix(up) != name
@@ -285,7 +385,9 @@ def world_relations(
         "plate_sample": {plate: names for plate, names in plate_sample.items() if names},
         "observed": data,
     }
-    return Relations(real, dream, nature, fit)
+    produced = auxiliary_latents(real, model_sites)
+    real, fit = fold(real, fit, produced)
+    return Relations(real, dream, nature, fit, produced)
 
 
 def _nature_edges(
@@ -295,15 +397,22 @@ def _nature_edges(
     model_readers: Mapping[str, List[str]],
     data_plates: Mapping[str, List[str]],
 ) -> List[Tuple[str, str]]:
-    """Nature's conditionals: inputs the model reads without generating them
-    into the observed sites that read them; the other data in a label's
-    plates into the label."""
+    """Nature's conditionals: inputs the model does not generate into the
+    observed sites that read them, and into those in their plates (the guide
+    reads ``x``, the model observes ``y`` beside it: nature drew ``y`` given
+    ``x``, as the essay draws it); the other data in a label's plates into
+    the label."""
     edges: List[Tuple[str, str]] = []
     for source in data:
         if source in observed:
             continue  # the model generates it: its readers are the model's own story
         for target in model_readers.get(source, []):
             if target in observed:
+                edges.append((source, target))
+        plates = set(data_plates.get(source, []))
+        for target in observed:
+            mine = set(data_plates.get(target, []))
+            if mine and mine <= plates:
                 edges.append((source, target))
     labels = [n for n in observed if pair.assignment.model.get(n) == CLASSIFICATION]
     for label in labels:
@@ -352,5 +461,6 @@ __all__ = [
     "plates_of",
     "reading_named_data",
     "same_data",
+    "split_inputs",
     "world_relations",
 ]

@@ -14,6 +14,7 @@ from typing import Callable, List, Mapping, Optional
 from .._pyro_compat import generate_graph_specification, plate_label
 from ..objective import data_entropy_of, objective_from, summed_out_sites, trace_pair
 from .colors import term_colors
+from .folding import folded_sites
 from .layout import direction, shared_levels
 from .provenance import FIT, NATURE, plates_of, world_relations
 
@@ -177,11 +178,19 @@ def worlds_spec(
     model_terms, guide_terms = pair.assignment.model, pair.assignment.guide
     summed = set(summed_out_sites(pair))
 
+    # a site an autoguide's auxiliary latent produces feeds that latent's term
+    folded_into = {site: aux for aux, sites in relations.folded.items() for site in sites}
+
+    def real_term(name):
+        if name in data:
+            return model_terms.get(name)
+        return guide_terms.get(folded_into.get(name), guide_terms.get(name))
+
     real = _world(
         REAL,
         relations.real,
         render_params,
-        lambda name: model_terms.get(name) if name in data else guide_terms.get(name),
+        real_term,
         lambda name: name in data,
         colors,
         summed.__contains__,
@@ -223,7 +232,7 @@ def worlds_spec(
             "color": colors[term],
             "weight": objective.weights[term],
             "note": objective.weight_notes.get(term),
-            "sites": list(sites),
+            "sites": folded_sites(list(sites), relations.folded),
         }
         for term, sites in objective.sites_by_term.items()
     ]
