@@ -113,13 +113,16 @@ def _python_source(source: str) -> str:
 def _isolated_run():
     """Small mode, a headless backend, and the global state (RNG, threads, param
     store, warnings filters) restored afterwards."""
+    import random
+
+    import numpy
     import pyro
     import torch
 
     saved_env = {key: os.environ.get(key) for key in ("CI", "MPLBACKEND")}
     os.environ["CI"], os.environ["MPLBACKEND"] = "1", "Agg"
     threads = torch.get_num_threads()
-    rng = torch.get_rng_state()
+    rng = torch.get_rng_state(), random.getstate(), numpy.random.get_state()
     cwd = os.getcwd()
     try:
         with warnings.catch_warnings(), pyro.get_param_store().scope():
@@ -127,7 +130,9 @@ def _isolated_run():
             yield
     finally:
         os.chdir(cwd)
-        torch.set_rng_state(rng)
+        torch.set_rng_state(rng[0])
+        random.setstate(rng[1])
+        numpy.random.set_state(rng[2])
         torch.set_num_threads(threads)
         for key, value in saved_env.items():
             if value is None:
