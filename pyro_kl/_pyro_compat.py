@@ -47,6 +47,12 @@ def is_enumerated_by_pyro(site) -> bool:
     return infer.get("_enumerate_dim") is not None or "_enum_total" in infer
 
 
+def dim_to_symbol(site) -> dict:
+    """A packed trace's map from a site's tensor dims to their symbols
+    (what :meth:`~pyro.poutine.Trace.pack_tensors` packed the site's tensors with)."""
+    return site["infer"]["_dim_to_symbol"]
+
+
 def packed_dims(tensor: torch.Tensor) -> str:
     """The dimension symbols of a packed tensor (:mod:`pyro.ops.packed`)."""
     return tensor._pyro_dims
@@ -94,6 +100,7 @@ __all__ = [
     "ELBO_SEAMS",
     "ENUMERATED_INFER_KEYS",
     "PARTICLE_PLATE",
+    "dim_to_symbol",
     "finish_importance_pair",
     "generate_graph_specification",
     "get_model_relations",

@@ -20,10 +20,18 @@ import torch
 from pyro.infer import Trace_ELBO
 from pyro.infer.util import is_validation_enabled
 
+from . import enumeration
 from .estimate import Estimate, estimate
 from .estimators import check_finite
 from .steps import TrainingSteps
-from .terms import TermAssignment, assign_terms, structure_key
+from .terms import (
+    TermAssignment,
+    assign_terms,
+    factorise_joint,
+    split_factorised,
+    structure_key,
+    warn_joint,
+)
 from .tracing import PairTracer, TracedPair, importance_pair
 from .weighting import Controller, ReadOnlyMap, Weight, Weighting
 
@@ -307,7 +315,9 @@ class WeightedELBO(Trace_ELBO):
 
     def _traced_pairs(self, model, guide, args, kwargs):
         for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
-            yield TracedPair(model_trace, guide_trace, self._assignment(model_trace, guide_trace))
+            assignment = self._assignment(model_trace, guide_trace, guide)
+            split_factorised(assignment, guide, guide_trace)
+            yield TracedPair(model_trace, guide_trace, assignment)
 
     def _record(self, result: Estimate) -> None:
         self._last = _Recorded(result.terms, result.weights)
@@ -326,13 +336,16 @@ class WeightedELBO(Trace_ELBO):
     def _get_trace(self, model, guide, args, kwargs):
         return importance_pair(model, guide, args, kwargs, self.max_plate_nesting)
 
-    def _assignment(self, model_trace, guide_trace) -> TermAssignment:
+    def _assignment(self, model_trace, guide_trace, guide=None) -> TermAssignment:
         """The term of every site, computed and checked against the weights once per
-        trace structure (a new weighting empties the cache)."""
+        trace structure (a new weighting empties the cache). A guide's joint density
+        that factorises by site is split (:func:`~pyro_kl.terms.factorise_joint`)."""
         key = (structure_key(model_trace), structure_key(guide_trace))
         assignment = self._assignments.get(key)
         if assignment is None:
             assignment = assign_terms(model_trace, guide_trace, self._weighting.site_terms)
+            assignment = factorise_joint(assignment, guide, guide_trace)
+            warn_joint(assignment, guide_trace)
             self._weighting.check_against(assignment)
             if assignment.unmatched:
                 warnings.warn(
@@ -348,6 +361,54 @@ class WeightedELBO(Trace_ELBO):
             if len(self._assignments) > _MAX_CACHED_STRUCTURES:
                 self._assignments.popitem(last=False)  # a structure that keeps changing
         return assignment
+
+    # ---- the posterior of model-side enumerated sites --------------------
+
+    def compute_marginals(self, model, guide, *args, **kwargs) -> Dict[str, Any]:
+        """The posterior marginal of each model-side enumerated site, as
+        :meth:`pyro.infer.TraceEnum_ELBO.compute_marginals` computes it with this
+        ELBO's options (equal to it value for value).
+
+        They are the *model's* (the dream world's) posterior marginals given the
+        data and one draw of the guide, so they do not depend on the weights: a
+        weight scales a model-side marginal as a whole (see
+        :mod:`pyro_kl.enumeration`), it never tempers the sum inside it. The
+        weights shape the model that training reaches; the marginals describe
+        that model.
+
+        :returns: site name -> marginal distribution.
+        :rtype: dict (an ``OrderedDict``, as Pyro returns)
+        :raises NotImplementedError: with ``num_particles > 1`` or sites
+            enumerated in the guide, as Pyro's.
+
+        Example::
+
+            @pyro.infer.config_enumerate
+            def mixture(x):
+                with pyro.plate("data", len(x)):
+                    c = pyro.sample("c", dist.Categorical(torch.tensor([0.5, 0.5])))
+                    pyro.sample("x", dist.Normal(torch.tensor([-2.0, 2.0])[c], 1.0), obs=x)
+
+            elbo = WeightedELBO(weights={"distortion": 0.5}, max_plate_nesting=1)
+            marginals = elbo.compute_marginals(mixture, lambda x: None, torch.tensor([-2.0, 2.0]))
+            assert marginals["c"].probs.argmax(-1).tolist() == [0, 1]
+        """
+        return enumeration.compute_marginals(self, model, guide, *args, **kwargs)
+
+    def sample_posterior(self, model, guide, *args, **kwargs):
+        """Runs the model on a draw of its model-side enumerated sites from their
+        joint posterior (forward filtering, backward sampling), as
+        :meth:`pyro.infer.TraceEnum_ELBO.sample_posterior` does with this ELBO's
+        options: the same seed gives the same draw.
+
+        Like :meth:`compute_marginals`, this is the model's posterior, which
+        the weights do not change.
+
+        :returns: what the model returns.
+        :raises NotImplementedError: with ``num_particles > 1`` or sites
+            enumerated in the guide, as Pyro's.
+        """
+        return enumeration.sample_posterior(self, model, guide, *args, **kwargs)
 
 
 class _Recorded(NamedTuple):

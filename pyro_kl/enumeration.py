@@ -21,19 +21,38 @@ with Pyro's Dice estimator, one exact expectation per term:
 Without enumerated sites nothing here runs: the ELBO keeps the Monte Carlo
 path of :mod:`pyro_kl.estimators`. The enumerating traces are built by
 :class:`pyro_kl.tracing.PairTracer`, which learns whether a pair enumerates.
+
+With ``analytic_kl=True``, a latent site the guide samples (not enumerates)
+contributes the closed form ``kl_divergence(guide, model)`` in place of its
+Monte Carlo ``log guide - log model``, where it is registered, as on the
+Monte Carlo path; the Dice expectation then weights it by the probabilities
+of the guide's enumerated values it depends on. Enumerated guide sites are
+exact already. A latent whose model density depends on a site the model
+sums out has no closed form (its model density is a mixture over the summed
+values): it keeps its Monte Carlo cost inside the marginal, and a warning
+names it.
+
+The posterior of the model-side enumerated sites (:func:`compute_marginals`,
+:func:`sample_posterior`) is a property of the trained model, not of the
+objective: it is computed by a :class:`~pyro.infer.TraceEnum_ELBO` built with
+the ELBO's options, so it is Pyro's, value for value and draw for draw.
 """
 
+import warnings
 from collections import OrderedDict
-from typing import Dict, List, Set, Tuple
+from typing import Any, Dict, List, Optional, Set, Tuple
 
 import torch
+from pyro.distributions.util import scale_and_mask
+from pyro.infer import TraceEnum_ELBO as PyroTraceEnumELBO
 from pyro.infer.util import Dice
 from pyro.ops import packed
 from pyro.ops.contract import contract_tensor_tree
 from pyro.ops.rings import LogRing
 from pyro.poutine.trace_struct import Trace
+from torch.distributions import kl_divergence
 
-from ._pyro_compat import is_enumerated_by_pyro, packed_dims
+from ._pyro_compat import dim_to_symbol, is_enumerated_by_pyro, packed_dims
 from .estimators import TermEstimates
 from .terms import MARGINAL_TERM_JOIN, TermAssignment
 
@@ -164,8 +183,57 @@ def _model_marginals(
     return costs, set(factors), marginals
 
 
+def packed_analytic_kl(model_site, guide_site) -> Optional[torch.Tensor]:
+    """``KL(guide || model)`` of one latent site of a packed trace pair, scaled and
+    masked like its log-densities and packed like the model site's; ``None``
+    where the guide enumerates the site (it is exact already), where no closed
+    form is registered, or where it does not fit the site's shape.
+
+    :param model_site: the model site, from a packed model trace.
+    :param guide_site: the guide site it was replayed on.
+    """
+    if is_enumerated_by_pyro(guide_site):
+        return None
+    guide_fn, model_fn = guide_site["fn"], model_site["fn"]
+    try:
+        kl = kl_divergence(guide_fn, model_fn)
+    except NotImplementedError:
+        return None
+    shape = torch.broadcast_shapes(guide_fn.batch_shape, model_fn.batch_shape)
+    if not torch.is_tensor(kl) or kl.shape != shape:
+        return None
+    kl = scale_and_mask(kl, guide_site["scale"], guide_site["mask"])
+    return packed.pack(kl, dim_to_symbol(model_site))
+
+
+def _analytic_kls(model_trace: Trace, guide_trace: Trace, assignment: TermAssignment,
+                  marginalised: Set[str]) -> Dict[str, torch.Tensor]:
+    kls = {}
+    for name in assignment.model:
+        if name not in assignment.guide:
+            continue  # observed
+        if name in marginalised:
+            if not is_enumerated_by_pyro(guide_trace.nodes[name]):
+                warnings.warn(
+                    f"analytic_kl=True: site '{name}' keeps its Monte Carlo cost, as its "
+                    "model density depends on a site the model sums out (a mixture has no "
+                    "closed-form KL). Enumerate that site in the guide for a closed form "
+                    "per value, or set analytic_kl=False to silence this.",
+                    UserWarning,
+                )
+            continue
+        kl = packed_analytic_kl(model_trace.nodes[name], guide_trace.nodes[name])
+        if kl is not None:
+            kls[name] = kl
+    return kls
+
+
 def enumerated_particle(
-    model_trace: Trace, guide_trace: Trace, assignment: TermAssignment
+    model_trace: Trace,
+    guide_trace: Trace,
+    assignment: TermAssignment,
+    *,
+    use_analytic_kl: bool = False,
 ) -> TermEstimates:
     """The exact unweighted terms of one enumerating particle (Pyro's Dice estimator).
 
@@ -179,6 +247,8 @@ def enumerated_particle(
     :param model_trace: a packed model trace (see :func:`pyro_kl.tracing.importance_pair`).
     :param guide_trace: its packed guide trace.
     :param assignment: every site's term.
+    :param bool use_analytic_kl: closed-form KL divergences for the latent sites
+        the guide samples, where registered (see the module doc).
     :rtype: ~pyro_kl.estimators.TermEstimates
     """
     ordering = {
@@ -190,11 +260,20 @@ def enumerated_particle(
     costs, marginalised, marginals = _model_marginals(
         model_trace, guide_trace, assignment, ordering
     )
+    kls = (
+        _analytic_kls(model_trace, guide_trace, assignment, marginalised)
+        if use_analytic_kl else {}
+    )
     for name, term in assignment.model.items():
-        if name not in marginalised:
+        if name in kls:
+            cost = packed.neg(kls[name])
+            costs.setdefault(term, OrderedDict()).setdefault(ordering[name], []).append(cost)
+        elif name not in marginalised:
             cost = model_trace.nodes[name]["packed"]["log_prob"]
             costs.setdefault(term, OrderedDict()).setdefault(ordering[name], []).append(cost)
     for name, term in assignment.guide.items():
+        if name in kls:
+            continue
         cost = packed.neg(guide_trace.nodes[name]["packed"]["log_prob"])
         costs.setdefault(term, OrderedDict()).setdefault(ordering[name], []).append(cost)
 
@@ -212,4 +291,70 @@ def enumerated_particle(
     return TermEstimates(values, surrogates, contributions)
 
 
-__all__ = ["enumerated_particle"]
+# ---- the model's posterior over its enumerated sites ---------------------------
+
+ELBO_OPTIONS = (
+    "num_particles",
+    "max_plate_nesting",
+    "vectorize_particles",
+    "strict_enumeration_warning",
+    "ignore_jit_warnings",
+    "jit_options",
+    "retain_graph",
+    "tail_adaptive_beta",
+)
+"""The :class:`~pyro.infer.ELBO` options an ELBO passes on to the
+:class:`~pyro.infer.TraceEnum_ELBO` that computes its posterior marginals."""
+
+
+def traceenum_elbo(elbo) -> PyroTraceEnumELBO:
+    """A :class:`~pyro.infer.TraceEnum_ELBO` with ``elbo``'s options (particles,
+    plate nesting, vectorisation, warnings); weights play no part in it.
+
+    Pyro's class is bound here under its own name at import, so that code
+    which later replaces ``pyro.infer.TraceEnum_ELBO`` by a pyro_kl class
+    (``scripts/pyro_suite.py`` does) still reaches Pyro's."""
+    return PyroTraceEnumELBO(**{name: getattr(elbo, name) for name in ELBO_OPTIONS})
+
+
+def _delegate(elbo, method: str, model, guide, args, kwargs):
+    pyro_elbo = traceenum_elbo(elbo)
+    try:
+        return getattr(pyro_elbo, method)(model, guide, *args, **kwargs)
+    finally:
+        if elbo.max_plate_nesting == float("inf"):
+            elbo.max_plate_nesting = pyro_elbo.max_plate_nesting  # guessed, as Pyro keeps it
+
+
+def compute_marginals(elbo, model, guide, *args, **kwargs) -> Dict[str, Any]:
+    """The model's posterior marginal of each model-side enumerated site, given
+    the data and one draw of the guide: :meth:`pyro.infer.TraceEnum_ELBO.compute_marginals`
+    with ``elbo``'s options.
+
+    :returns: site name -> marginal distribution (``Categorical``, ``Bernoulli``, ...).
+    :raises NotImplementedError: with several particles or guide-side enumeration,
+        as Pyro's.
+    """
+    return _delegate(elbo, "compute_marginals", model, guide, args, kwargs)
+
+
+def sample_posterior(elbo, model, guide, *args, **kwargs):
+    """A draw of every model-side enumerated site from the model's joint posterior,
+    given the data and one draw of the guide (forward filtering, backward sampling):
+    :meth:`pyro.infer.TraceEnum_ELBO.sample_posterior` with ``elbo``'s options, so
+    the same seed gives the same draw.
+
+    :returns: what the model returns, run on the posterior draw.
+    :raises NotImplementedError: with several particles or guide-side enumeration,
+        as Pyro's.
+    """
+    return _delegate(elbo, "sample_posterior", model, guide, args, kwargs)
+
+
+__all__ = [
+    "compute_marginals",
+    "enumerated_particle",
+    "packed_analytic_kl",
+    "sample_posterior",
+    "traceenum_elbo",
+]

@@ -48,7 +48,9 @@ def particle_terms(pair: TracedPair, *, use_analytic_kl: bool = False) -> TermEs
     """The unweighted terms of one traced pair: by enumeration (Dice) when its
     sites were enumerated, else by Monte Carlo."""
     if is_packed(pair.guide_trace):
-        return enumerated_particle(pair.model_trace, pair.guide_trace, pair.assignment)
+        return enumerated_particle(
+            pair.model_trace, pair.guide_trace, pair.assignment, use_analytic_kl=use_analytic_kl
+        )
     return monte_carlo_particle(
         pair.model_trace, pair.guide_trace, pair.assignment, use_analytic_kl=use_analytic_kl
     )

@@ -24,6 +24,7 @@ from .terms import (
     JOINT,
     TermAssignment,
     assign_terms,
+    factorise_joint,
     in_writing_order,
     is_data_site,
     is_enumerated,
@@ -168,7 +169,8 @@ def trace_pair(
     model_args, model_kwargs = _check_args(model_args, model_kwargs)
     site_terms = elbo_weighting(elbo).weighting.site_terms
     model_trace, guide_trace = trace_once(model, guide, model_args, model_kwargs)
-    assignment = assign_terms(model_trace, guide_trace, site_terms)
+    assignment = factorise_joint(assign_terms(model_trace, guide_trace, site_terms), guide,
+                                 guide_trace)
     return TracedPair(model_trace, guide_trace, assignment)
 
 

@@ -21,13 +21,20 @@ particle plate never does. An explicit choice wins over the rule: a site tag
 wins over a tag).
 """
 
+import warnings
 from typing import Dict, Iterable, Iterator, Mapping, NamedTuple, Optional, Set, Tuple
 
+import torch
+from pyro import poutine
+from pyro.distributions import Independent
+from pyro.distributions.util import scale_and_mask, sum_rightmost
+from pyro.infer.autoguide import AutoContinuous
+from pyro.ops import packed
 from pyro.poutine import Trace
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_factor, site_is_subsample
 
-from ._pyro_compat import is_particle_plate, site_is_deterministic
+from ._pyro_compat import dim_to_symbol, is_particle_plate, site_is_deterministic
 
 DISTORTION = "distortion"
 RATE = "rate"
@@ -105,6 +112,11 @@ class TermAssignment(NamedTuple):
         them, they feed no term of their own.
     :ivar tuple unmatched: guide sites that are neither in the model nor
         marked ``infer={"is_auxiliary": True}``.
+    :ivar tuple factorised: ``(auxiliary site, the latent sites it stands for)``
+        of the guide's joint densities that factorise by coordinate (an
+        :class:`~pyro.infer.autoguide.AutoDiagonalNormal`'s): each latent's
+        share is added to that latent's own log-density (see
+        :func:`split_factorised`), and the auxiliary site feeds no term.
     """
 
     model: Dict[str, str]
@@ -112,6 +124,7 @@ class TermAssignment(NamedTuple):
     joint: Dict[str, Tuple[str, ...]]
     summed_out: Tuple[str, ...] = ()
     unmatched: Tuple[str, ...] = ()
+    factorised: Tuple[Tuple[str, Tuple[str, ...]], ...] = ()
 
     def joint_terms(self) -> Tuple[str, ...]:
         """The terms of the model sites the guide's joint log-densities stand for, sorted."""
@@ -407,3 +420,143 @@ def structure_key(trace: Trace) -> tuple:
             )
         )
     return tuple(key)
+
+
+# ---- guides whose joint density factorises by site ----------------------------------
+
+
+def _continuous_autoguide(guide) -> Optional[AutoContinuous]:
+    guide = poutine.unwrap(guide)
+    return guide if isinstance(guide, AutoContinuous) else None
+
+
+def _is_product_over_coordinates(fn) -> bool:
+    """Whether a distribution over a flat vector is a product of one-dimensional
+    factors (``Normal(loc, scale).to_event(1)``, AutoDiagonalNormal's posterior)."""
+    return (
+        type(fn) is Independent
+        and fn.reinterpreted_batch_ndims == 1
+        and fn.base_dist.event_shape == ()
+    )
+
+
+def factorise_joint(assignment: TermAssignment, guide, guide_trace: Trace) -> TermAssignment:
+    """The assignment with every joint density of ``guide`` that is a product over
+    its coordinates split by site: a :class:`~pyro.infer.autoguide.AutoContinuous`
+    guide (e.g. :class:`~pyro.infer.autoguide.AutoDiagonalNormal`) whose
+    posterior over the packed latent vector is an ``Independent`` product of
+    one-dimensional factors. Each latent then has its own guide log-density
+    and feeds its own term, exactly as with
+    :class:`~pyro.infer.autoguide.AutoNormal` at the same locations and
+    scales; the auxiliary site feeds no term. Apply :func:`split_factorised`
+    to every trace pair of that structure. Other joint densities (a
+    ``MultivariateNormal``, a normalising flow) stay under :data:`JOINT`.
+
+    :param assignment: :func:`assign_terms`'s assignment of one trace pair.
+    :param guide: the guide the pair was traced from (it may be wrapped in
+        ``poutine`` handlers).
+    :param guide_trace: its guide trace.
+    :rtype: TermAssignment
+
+    Example::
+
+        from pyro.infer.autoguide import AutoDiagonalNormal
+
+        def model(x):
+            theta = pyro.sample("theta", dist.Normal(0.0, 1.0))
+            with pyro.plate("data", len(x)):
+                z = pyro.sample("z", dist.Normal(theta, 1.0))
+                pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+        x = torch.randn(5)
+        guide = AutoDiagonalNormal(model)
+        guide_trace = poutine.trace(guide).get_trace(x)
+        model_trace = poutine.trace(poutine.replay(model, guide_trace)).get_trace(x)
+        assignment = assign_terms(model_trace, guide_trace)
+        assert assignment.guide["_AutoDiagonalNormal_latent"] == "joint"
+        split = factorise_joint(assignment, guide, guide_trace)
+        assert split.joint == {} and split.guide == {"theta": "complexity", "z": "rate"}
+    """
+    autoguide = _continuous_autoguide(guide)
+    if autoguide is None or not assignment.joint or autoguide.prototype_trace is None:
+        return assignment
+    order = tuple(name for name, _ in autoguide.prototype_trace.iter_stochastic_nodes())
+    factorised = []
+    for aux, sites in assignment.joint.items():
+        if sites == order and _is_product_over_coordinates(guide_trace.nodes[aux]["fn"]):
+            factorised.append((aux, sites))
+    if not factorised:
+        return assignment
+    split = {aux for aux, _ in factorised}
+    return assignment._replace(
+        guide={name: term for name, term in assignment.guide.items() if name not in split},
+        joint={aux: sites for aux, sites in assignment.joint.items() if aux not in split},
+        factorised=assignment.factorised + tuple(factorised),
+    )
+
+
+def split_factorised(assignment: TermAssignment, guide, guide_trace: Trace) -> None:
+    """Moves each factorised joint density of :func:`factorise_joint` into the
+    sites it stands for: every latent's coordinates of the auxiliary site's
+    log-density (scaled and masked as the auxiliary site is) are added to that
+    latent's log-density, score parts and, for enumerating traces, packed
+    tensors. The guide's total log-density is unchanged.
+
+    :param assignment: an assignment returned by :func:`factorise_joint`.
+    :param guide: the guide the trace was traced from.
+    :param guide_trace: a guide trace with its log-densities computed; updated in place.
+    """
+    if not assignment.factorised:
+        return
+    autoguide = _continuous_autoguide(guide)
+    for aux, _ in assignment.factorised:
+        aux_site = guide_trace.nodes[aux]
+        per_coordinate = aux_site["fn"].base_dist.log_prob(aux_site["value"])
+        mask = aux_site["mask"]
+        if torch.is_tensor(mask):
+            mask = mask.unsqueeze(-1)
+        per_coordinate = scale_and_mask(per_coordinate, aux_site["scale"], mask)
+        for site, share in autoguide._unpack_latent(per_coordinate):
+            _add_log_density(guide_trace.nodes[site["name"]], share)
+
+
+def _add_log_density(site, share: torch.Tensor) -> None:
+    log_prob = site["log_prob"]
+    share = sum_rightmost(share, share.dim() - log_prob.dim())
+    site["log_prob"] = log_prob = log_prob + share
+    site["log_prob_sum"] = log_prob.sum()
+    score_parts = site.get("score_parts")
+    if score_parts is not None:
+        site["score_parts"] = score_parts._replace(
+            log_prob=log_prob, entropy_term=score_parts.entropy_term + share
+        )
+    site_packed = site.get("packed")
+    if site_packed is not None and "log_prob" in site_packed:
+        symbols = dim_to_symbol(site)
+        site_packed["log_prob"] = packed.pack(log_prob, symbols)
+        if "score_parts" in site_packed:
+            parts = site["score_parts"]
+            site_packed["score_parts"] = parts._replace(
+                log_prob=site_packed["log_prob"],
+                score_function=packed.pack(parts.score_function, symbols),
+                entropy_term=packed.pack(parts.entropy_term, symbols),
+            )
+
+
+def warn_joint(assignment: TermAssignment, guide_trace: Trace) -> None:
+    """Warns, naming what :data:`JOINT` holds and how to weight it, when a guide's
+    joint density does not factorise by site (``MultivariateNormal``,
+    low-rank, flows): its log-density is one summand for several latents."""
+    for aux, sites in assignment.joint.items():
+        fn = guide_trace.nodes[aux]["fn"]
+        terms = sorted({assignment.model[s] for s in sites if s in assignment.model})
+        warnings.warn(
+            f"The guide's density at '{aux}' ({type(fn).__name__}) does not factorise by "
+            f"site, so its log-density, log guide({', '.join(sites)}), is the term "
+            f"'{JOINT}'; the model's log-density of each of these latents stays in its "
+            f"term ({', '.join(terms)}). '{JOINT}' takes the common weight of those terms; "
+            f"give it its own with weights={{'{JOINT}': w}}, or use a guide that factorises "
+            "by site (AutoNormal, AutoDiagonalNormal) for per-site rate and complexity.",
+            UserWarning,
+            stacklevel=6,
+        )

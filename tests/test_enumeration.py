@@ -322,3 +322,95 @@ def test_model_enumeration_more_global_than_guide_enumeration_is_refused():
 
     with pytest.raises(ValueError, match=r"no more global than guide.*\['a'\].*'b'"):
         WeightedELBO(max_plate_nesting=1).differentiable_loss(model, guide)
+
+
+# ---- analytic KL beside enumeration -----------------------------------------------
+
+
+@config_enumerate
+def shifted_mixture(x):
+    theta = pyro.sample("theta", dist.Normal(0.0, 1.0))
+    with pyro.plate("data", len(x)):
+        c = pyro.sample("c", dist.Categorical(torch.tensor([0.3, 0.7])))
+        pyro.sample("x", dist.Normal(theta + torch.tensor([-2.0, 2.0])[c], 1.0), obs=x)
+
+
+def theta_guide(x):
+    loc = pyro.param("loc", torch.tensor(0.5))
+    scale = pyro.param("scale", torch.tensor(0.6), constraint=dist.constraints.positive)
+    pyro.sample("theta", dist.Normal(loc, scale))
+
+
+def theta_kl():
+    loc = torch.tensor(0.5, requires_grad=True)
+    scale = torch.tensor(0.6, requires_grad=True)
+    kl = torch.distributions.kl_divergence(dist.Normal(loc, scale), dist.Normal(0.0, 1.0))
+    kl.backward()
+    return kl.item(), loc.grad, scale.grad
+
+
+@pytest.mark.parametrize("options", [{}, {"num_particles": 3, "vectorize_particles": True}],
+                         ids=["one", "vectorized"])
+def test_analytic_kl_with_a_model_side_enumerated_site_is_the_closed_form(options):
+    kl, loc_grad, scale_grad = theta_kl()
+    plain = WeightedELBO(max_plate_nesting=1, **options)
+    loss_and_grads(plain, shifted_mixture, theta_guide, X, seed=1)
+    elbo = WeightedELBO(analytic_kl=True, max_plate_nesting=1, **options)
+    loss, _ = loss_and_grads(elbo, shifted_mixture, theta_guide, X, seed=1)
+    assert elbo.last_terms["complexity"] == pytest.approx(kl, rel=1e-6)
+    assert plain.last_terms["complexity"] != pytest.approx(kl, rel=1e-2)  # Monte Carlo differs
+    # the same draw of theta: the model-side marginal is Monte Carlo's, unchanged
+    assert elbo.last_terms["distortion"] == pytest.approx(plain.last_terms["distortion"], rel=1e-6)
+    assert loss == pytest.approx(plain.last_terms["distortion"] + kl, rel=1e-6)
+    # the complexity's gradient alone is the closed form's
+    only_kl = WeightedELBO(weights={"distortion": 0.0}, analytic_kl=True, max_plate_nesting=1,
+                           **options)
+    _, grads = loss_and_grads(only_kl, shifted_mixture, theta_guide, X, seed=1)
+    torch.testing.assert_close(grads["loc"], loc_grad)
+    scale_param = pyro.get_param_store()["scale"]  # its unconstrained gradient: chain rule
+    torch.testing.assert_close(grads["scale"], scale_grad * scale_param.detach(), rtol=1e-5,
+                               atol=1e-6)
+
+
+@config_enumerate
+def switch_model(x):
+    with pyro.plate("data", len(x)):
+        c = pyro.sample("c", dist.Bernoulli(0.4))
+        z = pyro.sample("z", dist.Normal(torch.tensor([-1.0, 1.0])[c.long()], 1.0))
+        pyro.sample("x", dist.Normal(z, 0.5), obs=x)
+
+
+@config_enumerate
+def switch_guide(x):
+    q = pyro.param("q", torch.full((len(x),), 0.3), constraint=dist.constraints.unit_interval)
+    means = pyro.param("means", torch.tensor([-0.5, 0.7]))
+    with pyro.plate("data", len(x)):
+        c = pyro.sample("c", dist.Bernoulli(q))
+        pyro.sample("z", dist.Normal(means[c.long()] + 0.1 * x, 0.8))
+
+
+def test_analytic_kl_under_guide_side_enumeration_is_the_expected_closed_form():
+    elbo = WeightedELBO(analytic_kl=True, site_terms={"z": "kl_z"}, max_plate_nesting=1)
+    elbo.loss_and_grads(switch_model, switch_guide, X)
+    # exact: sum_c q(c) KL(guide(z | c, x) || model(z | c)), summed over the data
+    q = torch.tensor([1 - 0.3, 0.3])
+    guide_z = dist.Normal(torch.tensor([-0.5, 0.7])[:, None] + 0.1 * X, 0.8)
+    model_z = dist.Normal(torch.tensor([-1.0, 1.0])[:, None], 1.0)
+    expected = (q[:, None] * torch.distributions.kl_divergence(guide_z, model_z)).sum()
+    assert elbo.last_terms["kl_z"] == pytest.approx(expected.item(), rel=1e-6)
+    # c is enumerated: its term is exact with or without analytic_kl
+    plain = WeightedELBO(site_terms={"z": "kl_z"}, max_plate_nesting=1)
+    plain.loss_and_grads(switch_model, switch_guide, X)
+    assert elbo.last_terms["rate"] == pytest.approx(plain.last_terms["rate"], rel=1e-6)
+
+
+def test_analytic_kl_for_a_latent_inside_a_model_side_marginal_warns_and_names_it():
+    def guide(x):
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", dist.Normal(0.1 * x, 0.8))
+
+    elbo = WeightedELBO(analytic_kl=True, max_plate_nesting=1)
+    with pytest.warns(UserWarning, match=r"site 'z' keeps its Monte Carlo cost"):
+        loss, _ = loss_and_grads(elbo, switch_model, guide, X)
+    expected, _ = loss_and_grads(TraceEnum_ELBO(max_plate_nesting=1), switch_model, guide, X)
+    assert loss == pytest.approx(expected, rel=1e-6)

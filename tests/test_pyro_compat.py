@@ -97,3 +97,18 @@ def test_clone_mark_is_what_inspect_appends():
     source = inspect.getsource(pyro.infer.inspect)
     assert f'"{compat.CLONE_MARK}"' in source
     assert compat.plate_label("data" + compat.CLONE_MARK) == "data"
+
+
+def test_dim_to_symbol_is_what_pack_tensors_packed_with():
+    @config_enumerate
+    def enumerated():
+        with pyro.plate("data", 3):
+            pyro.sample("c", dist.Bernoulli(0.3))
+
+    trace = poutine.trace(poutine.enum(enumerated, first_available_dim=-2)).get_trace()
+    trace.compute_log_prob()
+    trace.pack_tensors()
+    site = trace.nodes["c"]
+    mapping = compat.dim_to_symbol(site)
+    assert sorted(mapping) == [-2, -1]
+    assert set(compat.packed_dims(site["packed"]["log_prob"])) == set(mapping.values())
