@@ -251,3 +251,67 @@ def test_objective_blocks_and_svg_structure():
     assert structure["nodes"] == {("x", ("x",))}
     assert structure["edges"] == {"z->x"}
     assert structure["texts"] == ["I[P;Q] = D", "x"]
+
+
+SETUP_SOURCE = '''
+import pyro
+import pyro.distributions as dist
+import pyro_kl
+
+
+def model(x):
+    with pyro.plate("data", len(x)):
+        z = pyro.sample("z", dist.Normal(0.0, 1.0))
+        pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+
+def guide(x):
+    with pyro.plate("data", len(x)):
+        pyro.sample("z", dist.Normal(x / 2, 0.7))
+'''
+CHECKED_SOURCE = '''
+import torch
+from IPython.display import display
+x = torch.zeros(3)
+elbo = pyro_kl.RateDistortionELBO(beta=2.0)
+display(pyro_kl.render_worlds(model, guide, (x,), elbo=elbo))
+objective = pyro_kl.derive_objective(model, guide, (x,), elbo=elbo)
+display(objective)
+print(objective)
+'''
+
+
+def _notebook_with_stored(outputs):
+    setup = nbformat.v4.new_code_cell(SETUP_SOURCE, metadata={"tags": [SETUP]})
+    checked = nbformat.v4.new_code_cell(CHECKED_SOURCE, metadata={"tags": [CHECKED]})
+    checked.outputs = outputs
+    return nbformat.v4.new_notebook(cells=[setup, checked])
+
+
+def test_the_check_tells_a_stale_objective_and_picture_from_a_fresh_one():
+    # the stored outputs of a fresh run pass ...
+    fresh = fresh_views(_notebook_with_stored([]))[1]
+    outputs = [nbformat.v4.new_output("display_data", data={SVG: svg, "text/plain": "<Digraph>"})
+               for svg in fresh["pictures"]]
+    outputs += [nbformat.v4.new_output("display_data", data={LATEX: latex})
+                for latex in fresh["latex"]]
+    outputs.append(nbformat.v4.new_output("stream", name="stdout", text="\n".join(
+        fresh["objectives"]) + "\n"))
+    notebook = _notebook_with_stored(outputs)
+    assert shows_derived_outputs(notebook.cells[1])
+    pictures = shutil.which("dot") is not None
+    assert _compare("fresh", 1, stored_views(notebook.cells[1]), fresh, pictures=pictures) == []
+    assert fresh["objectives"][0].startswith("L = D + 2·R\n")
+    # ... and the text an older version printed (tutorial 03's) does not
+    stale_text = "I[P;Q] = D + 2·R + const\n   D = distortion  weight 1     sites: x\n"
+    outputs[-1] = nbformat.v4.new_output("stream", name="stdout", text=stale_text)
+    stale = stored_views(_notebook_with_stored(outputs).cells[1])
+    problems = _compare("stale", 1, stale, fresh, pictures=pictures)
+    assert len(problems) == 1 and "printed objective" in problems[0]
+    if pictures:  # a picture that prints another objective under its panels is stale too
+        other = fresh_views(_notebook_with_stored([]))[1]["pictures"][0].replace(
+            "L = D + 2·R", "L = D + 3·R")
+        outputs[0] = nbformat.v4.new_output("display_data", data={SVG: other})
+        problems = _compare("stale", 1, stored_views(_notebook_with_stored(outputs).cells[1]),
+                            fresh, pictures=True)
+        assert any("texts differ" in p and "L = D + 3·R" in p for p in problems)
