@@ -13,6 +13,7 @@ from .diagnostics import (
 from .distributed import all_reduce_terms
 from .elbo import WeightedELBO
 from .objective import Objective, derive_objective
+from .plots import plot_rate_distortion
 from .presets import BetaGammaELBO, RateDistortionELBO, TherMLELBO
 from .schedules import CyclicalAnnealing, LinearWarmup
 from .terms import CLASSIFICATION, COMPLEXITY, DISTORTION, FACTOR, JOINT, RATE, assign_terms
@@ -46,6 +47,7 @@ __all__ = [
     "elbo_surgery",
     "evaluate",
     "iwae_bound",
+    "plot_rate_distortion",
     "rate_per_dimension",
     "render_worlds",
 ]

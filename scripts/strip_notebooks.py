@@ -1,7 +1,8 @@
 """Strip volatile metadata from notebooks, keeping their outputs.
 
 Removes execution timestamps, widget and kernel state and cell ids, so that
-committed notebooks differ only where their content does.
+committed notebooks differ only where their content does. Cell tags are kept:
+tests/test_stored_outputs.py reads them (``check-outputs``, ``check-setup``).
 
 Usage::
 
@@ -27,7 +28,8 @@ def strip_notebook(path: str) -> None:
     }
     notebook.metadata.get("language_info", {}).pop("version", None)
     for cell in notebook.cells:
-        cell.metadata = {}
+        tags = cell.metadata.get("tags")
+        cell.metadata = {"tags": tags} if tags else {}
         cell.pop("id", None)
         if cell.cell_type == "code":
             for output in cell.outputs:
