@@ -133,6 +133,8 @@ class WeightedELBO(Trace_ELBO):
 
     @weighting.setter
     def weighting(self, weighting: Weighting) -> None:
+        for controller, _ in weighting.controllers:  # one ELBO per controller
+            controller.bind(self)
         self._weighting = weighting
         self._assignments: "OrderedDict[tuple, TermAssignment]" = OrderedDict()
 
@@ -293,6 +295,11 @@ class WeightedELBO(Trace_ELBO):
         state = self.__dict__.copy()
         state["_assignments"] = OrderedDict()
         return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        for controller, _ in self._weighting.controllers:  # the copies are this copy's
+            controller.bind(self)
 
     # ---- one call -------------------------------------------------------
 

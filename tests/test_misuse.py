@@ -160,3 +160,58 @@ def test_an_elbo_module_counts_steps_where_gradients_are_taken():
         loss.backward()
         optimizer.step()
     assert elbo.step == 3
+
+
+# ---- a controller belongs to one ELBO ------------------------------------------------
+
+
+def test_a_stateful_controller_is_refused_to_a_second_elbo(validation):
+    import copy
+    import gc
+    import pickle
+
+    from pyro_kl import GECO, PIControl
+
+    model, guide, args = global_local()
+    for controller in (GECO(1.0, step_size=0.5, smoothing=0.0), PIControl(1.0, kp=0.1, ki=0.1)):
+        first = WeightedELBO(weights={"distortion": controller})
+        first.weights = {**first.weights, "rate": 0.5}  # the same ELBO may rebuild its weights
+        with pytest.raises(ValueError, match=r"already weighs the terms of another ELBO.*"
+                                             r"copy.deepcopy\(controller\)"):
+            WeightedELBO(weights={"distortion": controller})
+        with pytest.raises(ValueError, match="already weighs"):
+            RateDistortionELBO(beta=controller)
+        with pytest.raises(ValueError, match="already weighs"):
+            WeightedELBO(weighting=first.weighting)
+        # a copy of the ELBO owns copies of its controllers, which continue from its state
+        first.loss_and_grads(model, guide, *args)
+        first.step  # noqa: B018  (no parameters moved: the step is still open)
+        for twin in (copy.deepcopy(first), pickle.loads(pickle.dumps(first))):
+            own = twin.weights["distortion"]
+            assert own is not controller and own.state_dict() == controller.state_dict()
+            twin.weights = {**twin.weights}  # owned by the copy, not by first
+        # a copy of the controller may go to a new ELBO; once the first ELBO is gone, so may it
+        WeightedELBO(weights={"distortion": copy.deepcopy(controller)})
+        del first
+        gc.collect()
+        WeightedELBO(weights={"distortion": controller})
+
+
+def test_a_stateless_target_may_weigh_several_elbos(validation):
+    from pyro_kl import Target
+
+    model, guide, args = global_local()
+    target = Target(1.0)
+    losses = [WeightedELBO(weights={"rate": target}).loss(model, guide, *args) for _ in range(2)]
+    assert all(math.isfinite(loss) for loss in losses)
+
+
+def test_geco_state_without_its_average_is_refused():
+    from pyro_kl import GECO
+
+    geco = GECO(1.0)
+    with pytest.raises(ValueError, match=r"needs the key 'average'.*GECO.state_dict\(\)"):
+        geco.load_state_dict({"multiplier": 2.0})
+    assert geco.multiplier == 1.0  # nothing half-loaded
+    geco.load_state_dict({"multiplier": 2.0, "average": None})  # before the first step
+    assert (geco.multiplier, geco.average) == (2.0, None)
