@@ -37,6 +37,7 @@ import math
 import numbers
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Union
 
+from .schedules import check_schedule
 from .terms import term_symbol
 from .weighting import Controller
 
@@ -56,7 +57,7 @@ def _number(owner: str, name: str, value: Any, *, fix: str) -> float:
 
 def _check_target(owner: str, target: TargetValue) -> TargetValue:
     if callable(target):
-        return target
+        return check_schedule(target, f"The target of {owner}")
     return _number(
         owner, "target", target,
         fix="pass the target in nats per datapoint, or a schedule of the step count",

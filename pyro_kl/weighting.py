@@ -35,6 +35,7 @@ from typing import (
 
 import torch
 
+from .schedules import check_schedule
 from .terms import JOINT, MARGINAL_TERM_JOIN, TERMS, TermAssignment
 
 
@@ -169,8 +170,10 @@ def check_weights(weights: Optional[Mapping[str, Weight]]) -> Dict[str, Weight]:
     for term, weight in weights.items():
         if not isinstance(term, str) or not term:
             raise ValueError(f"Term names must be non-empty strings, got {term!r}.")
-        if isinstance(weight, Controller) or callable(weight):
+        if isinstance(weight, Controller):
             checked[term] = weight
+        elif callable(weight):
+            checked[term] = check_schedule(weight, f"The weight of term '{term}'")
         else:
             checked[term] = check_value(term, weight)
     return checked
