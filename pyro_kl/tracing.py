@@ -19,6 +19,7 @@ diagnostics (:mod:`pyro_kl.diagnostics`) all read traces built here:
   kept in a bounded cache of weak references, so it never keeps a model alive.
 """
 
+import contextlib
 import inspect
 import itertools
 import queue
@@ -113,8 +114,49 @@ def trace_once(model, guide, args: tuple = (), kwargs: Optional[dict] = None):
 
     :returns: ``(model_trace, guide_trace)``.
     """
-    with fork_rng(), torch.no_grad():
+    with fork_rng(), torch.no_grad(), explained_errors(model, guide, args, kwargs or {}):
         return _raw_pair(model, guide, args, kwargs or {})
+
+
+@contextlib.contextmanager
+def explained_errors(model, guide, args: tuple, kwargs: dict):
+    """Errors that Pyro or torch raise on bad inputs, said in terms of the inputs:
+    a plate of size 0 (an empty batch) and bool data (torch's log-densities
+    take floats). Costs nothing unless an error is raised."""
+    try:
+        yield
+    except ZeroDivisionError as error:
+        if "size cannot be zero" not in str(error):
+            raise
+        raise ValueError(
+            "A pyro.plate got size 0: the batch is empty. Pass at least one datapoint, and "
+            "skip empty batches (e.g. DataLoader(..., drop_last=True), or `if len(x):`)."
+        ) from error
+    except RuntimeError as error:
+        sites = _bool_observations(model, guide, args, kwargs)
+        if not sites:
+            raise
+        name, fn = sites[0]
+        raise TypeError(
+            f"Site '{name}' observes a bool tensor, but {type(fn).__name__}.log_prob needs "
+            "numbers (torch's distributions do not take bool values): pass obs=x.float() "
+            "(0. and 1. for a Bernoulli; x.long() for a Categorical)."
+        ) from error
+
+
+def _bool_observations(model, guide, args: tuple, kwargs: dict):
+    """The observed sites of one plain pass whose value is a bool tensor."""
+    try:
+        with fork_rng(), torch.no_grad():
+            model_trace, _ = _raw_pair(model, guide, args, kwargs)
+    except Exception:  # the pass fails as well: nothing more to say
+        return []
+    return [
+        (name, site["fn"])
+        for name, site in sample_sites(model_trace)
+        if site["is_observed"] and torch.is_tensor(site["value"])
+        and site["value"].dtype == torch.bool
+    ]
 
 
 def fork_rng():
@@ -147,7 +189,19 @@ class PlateNestingGuard(Messenger):
         self.max_plate_nesting = max_plate_nesting
 
     def _pyro_sample(self, msg) -> None:
-        if msg["infer"].get("enumerate") != "parallel" or msg["is_observed"]:
+        strategy = msg["infer"].get("enumerate")
+        if not strategy or msg["is_observed"]:
+            return
+        if not getattr(msg["fn"], "has_enumerate_support", False):
+            raise ValueError(
+                f"Site '{msg['name']}' is marked infer={{'enumerate': {strategy!r}}}, but its "
+                f"distribution {type(msg['fn']).__name__} has no finite support to sum over "
+                "(has_enumerate_support is False). Only discrete distributions with finite "
+                "support (Bernoulli, Categorical, OneHotCategorical, ...) can be enumerated: "
+                "drop the mark at this site (pyro.infer.config_enumerate marks only sites that "
+                "can be enumerated), and let the guide sample it."
+            )
+        if strategy != "parallel":
             return
         for frame in msg["cond_indep_stack"]:
             if frame.vectorized and not is_particle_plate(frame.name):
@@ -239,6 +293,10 @@ class PairTracer:
             guessed ``max_plate_nesting`` is set on it, as Pyro's ELBOs do.
         :param plain_traces: Pyro's particle loop for plain pairs.
         """
+        with explained_errors(model, guide, args, kwargs):
+            yield from self._pairs(elbo, plain_traces, model, guide, args, kwargs)
+
+    def _pairs(self, elbo, plain_traces: Callable, model, guide, args: tuple, kwargs: dict):
         key = self._cache.key(model, guide)
         known = self._cache.get(key)
         if known is False:
@@ -302,6 +360,7 @@ __all__ = [
     "PairTracer",
     "TracedPair",
     "enumeration_state",
+    "explained_errors",
     "fork_rng",
     "guessed_plate_nesting",
     "importance_pair",
