@@ -83,6 +83,7 @@ class Case(NamedTuple):
     expect: Any
     validation: Tuple[bool, ...] = (True, False)
     slow: bool = False
+    known: str = ""  # a known gap outside this harness's modules: the run is marked xfail
 
 
 class _Timeout(BaseException):
@@ -242,8 +243,9 @@ def nan_data():
 CASES: List[Case] = []
 
 
-def case(id: str, run: Callable[[], Any], expect, validation=(True, False), slow=False) -> None:
-    CASES.append(Case(id, run, expect, tuple(validation), slow))
+def case(id: str, run: Callable[[], Any], expect, validation=(True, False), slow=False,
+         known="") -> None:
+    CASES.append(Case(id, run, expect, tuple(validation), slow, known))
 
 
 ONCE = (True,)
@@ -398,6 +400,27 @@ def _against_pyro(elbo, pyro_elbo, *program):
 case("the same model without vectorised particles", lambda: _against_pyro(
     WeightedELBO(num_particles=4), Trace_ELBO(num_particles=4), _unsafe_model, _global_guide, X),
     Right(lambda r: close(*r, 1e-6)))
+
+
+def _enumerated_analytic_complexity():
+    def m(x):
+        mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+        with pyro.plate("data", len(x)):
+            c = pyro.sample("c", dist.Bernoulli(0.3), infer={"enumerate": "parallel"})
+            pyro.sample("x", dist.Normal(mu + c, 1.0), obs=x)
+
+    def g(x):
+        pyro.sample("mu", dist.Normal(0.5, 0.8))
+
+    elbo = WeightedELBO(analytic_kl=True, max_plate_nesting=1)
+    elbo.loss_and_grads(m, g, X)
+    return elbo.last_terms["complexity"]
+
+
+case("analytic complexity beside model-side enumeration", _enumerated_analytic_complexity,
+     Right(lambda c: close(c, torch.distributions.kl_divergence(
+         dist.Normal(0.5, 0.8), dist.Normal(0.0, 1.0)), 1e-5)),
+     known="analytic KL beside enumerated sites is the marginals work (pyro_kl/enumeration.py)")
 case("model-side sequential enumeration", lambda: WeightedELBO().loss(
     _sequential_model, no_guide, X),
     Error((ValueError, NotImplementedError), r"sequential enumeration.*parallel"))
@@ -888,7 +911,8 @@ case("cli demo --out a symlink to an earlier run", _symlinked_out,
 
 RUNS = [
     pytest.param(c, v, id=f"{c.id}-{'validation' if v else 'no_validation'}",
-                 marks=[pytest.mark.slow] if c.slow else [])
+                 marks=([pytest.mark.slow] if c.slow else [])
+                 + ([pytest.mark.xfail(reason=c.known, strict=False)] if c.known else []))
     for c in CASES
     for v in c.validation
 ]
@@ -914,7 +938,7 @@ def totals(cases: Optional[List[Case]] = None) -> dict:
             kind, said = outcome(c, v)
             counts[kind] = counts.get(kind, 0) + 1
             if kind != expected_class(c):
-                misses.append((c.id, v, kind, said[:300]))
+                misses.append((c.id, v, kind, said[:300], c.known))
     return {"counts": counts, "misses": misses}
 
 
