@@ -10,7 +10,7 @@ Stateful controllers (:class:`~pyro_kl.GECO`, :class:`~pyro_kl.PIControl`)
 all-reduce their terms after every training call, so every process must run
 the same training calls. A collective that one process joins alone would wait
 forever; every all-reduce here waits at most :func:`get_collective_timeout`
-seconds (60 by default, :func:`set_collective_timeout` or the ``timeout``
+seconds (60 by default; :func:`set_collective_timeout`, or the ``timeout``
 keyword to change it) and then raises a :class:`RuntimeError` that says so.
 """
 
@@ -37,10 +37,8 @@ _OPS = {
 _DEFAULT_TIMEOUT = 60.0
 _timeout = _DEFAULT_TIMEOUT
 
-Seconds = Union[float, datetime.timedelta]
 
-
-def _seconds(value: Seconds, where: str) -> float:
+def _seconds(value: Union[float, datetime.timedelta], where: str) -> float:
     """``value`` as a positive, finite number of seconds, or a clear error."""
     if isinstance(value, datetime.timedelta):
         value = value.total_seconds()
@@ -54,7 +52,7 @@ def _seconds(value: Seconds, where: str) -> float:
     return float(value)
 
 
-def set_collective_timeout(seconds: Seconds) -> None:
+def set_collective_timeout(seconds: float) -> None:
     """Set how long pyro_kl's all-reduces (:func:`all_reduce_terms`, and the
     controllers' update after each training call) wait for the other
     processes before raising a :class:`RuntimeError`. The default is 60 s.
@@ -65,7 +63,7 @@ def set_collective_timeout(seconds: Seconds) -> None:
     (a slow first step, an evaluation run by rank 0 alone between steps).
 
     :param seconds: a finite number of seconds ``> 0``, or a
-        :class:`datetime.timedelta`.
+        ``datetime.timedelta``.
 
     Example::
 
@@ -147,7 +145,7 @@ def all_reduce_terms(
     *,
     group: Optional[object] = None,
     op: str = "mean",
-    timeout: Optional[Seconds] = None,
+    timeout: Optional[float] = None,
 ) -> Dict[str, float]:
     """All-reduce a ``{term: value}`` map, such as :attr:`WeightedELBO.last_terms`,
     across the processes of a :mod:`torch.distributed` group.
@@ -168,8 +166,9 @@ def all_reduce_terms(
     :param dict terms: term name -> value in nats (float or one-element tensor).
     :param group: the process group (default: the world).
     :param str op: ``"mean"`` (default), ``"sum"``, ``"min"`` or ``"max"``.
-    :param timeout: the most seconds (or a :class:`datetime.timedelta`) to
-        wait for the other processes; default :func:`get_collective_timeout`.
+    :param timeout: the most seconds (or a ``datetime.timedelta``) to
+        wait for the other processes; default
+        :func:`~pyro_kl.distributed.get_collective_timeout`.
     :returns: term name -> reduced value, the same on every process.
     :rtype: dict
     :raises ValueError: on an unknown ``op``, on a value that is not one
