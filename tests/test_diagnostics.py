@@ -666,3 +666,23 @@ def test_active_units_refuses_a_threshold_that_is_not_a_variance(threshold):
 def test_a_bin_width_that_is_not_a_positive_number_is_refused(width):
     with pytest.raises(ValueError, match=r"bin width of site 'x' is .*positive number"):
         code_length(model, exact_guide, data(5), num_samples=2, bin_widths={"x": width})
+
+
+def test_an_undeclared_dim_right_of_the_data_plate_lies_within_a_datapoint():
+    """Pyro allows batch dims right of every plate (here a plate at dim -2 over the
+    data, three numbers per datapoint at dim -1): each datapoint's bound sums them."""
+    x = data(4)
+
+    def row_model(x):
+        with pyro.plate("data", len(x), dim=-2):
+            z = pyro.sample("z", dist.Normal(torch.zeros(1, 2), 1.0).to_event(1))
+            loc = (z @ W.T).squeeze(-2) + B  # (4, 3): datapoints at dim -2
+            pyro.sample("x", dist.Normal(loc, SX), obs=x)
+
+    def row_guide(x):
+        loc, covariance = posterior(x)
+        with pyro.plate("data", len(x), dim=-2):
+            pyro.sample("z", dist.MultivariateNormal(loc.unsqueeze(-2), covariance.unsqueeze(-3)))
+
+    bound = iwae_bound(row_model, row_guide, x, num_samples=3)
+    assert torch.allclose(bound, log_marginal(x), atol=1e-10)

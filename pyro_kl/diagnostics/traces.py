@@ -314,9 +314,10 @@ def _check_finite_data(model_trace: Trace) -> None:
 
 
 def _check_declared_dims(trace: Trace, world: str, data_plate: str) -> None:
-    """A site inside the data plate whose log-density has batch dims no plate
-    declares (a value of the wrong shape broadcast against the plate) would mix
-    datapoints; refuse it, naming the site and the shapes."""
+    """A site inside the data plate whose log-density has batch dims left of the
+    data plate that no plate declares (a value of the wrong shape broadcast
+    against the plate) would mix datapoints; refuse it, naming the site and the
+    shapes. Undeclared dims right of the data plate lie within a datapoint."""
     for name, site in sample_sites(trace):
         frames = [f for f in site["cond_indep_stack"] if f.vectorized and f.dim is not None]
         if not any(f.name == data_plate for f in frames):
@@ -337,10 +338,12 @@ def _check_declared_dims(trace: Trace, world: str, data_plate: str) -> None:
                 "distribution's parameters) the plate's shape."
             ) from None
         declared = {f.dim: f for f in frames}
-        extra = [
+        data_dim = next(f.dim for f in frames if f.name == data_plate)
+        extra = [  # dims right of the data plate lie within a datapoint, as Pyro allows
             (axis - len(shape), size)
             for axis, size in enumerate(shape)
             if size != 1 and (axis - len(shape)) not in declared
+            and axis - len(shape) < data_dim
         ]
         if extra:
             plates = ", ".join(f"'{f.name}' (dim {f.dim}, size {f.size})" for f in frames)
