@@ -142,11 +142,17 @@ def explained_errors(model, guide, args: tuple, kwargs: dict, vectorized: bool =
             found = _non_finite_sites(model, guide, args, kwargs)
             if found:
                 first = text.strip().splitlines()[0]
+                if any(where.startswith("data") for where in found):
+                    fix = ("Data holding NaN or infinity make every term NaN: drop or impute "
+                           "those datapoints, or mask them out (poutine.mask, or "
+                           "pyro.sample(..., obs_mask=...)).")
+                else:
+                    fix = ("The data are finite, so a parameter or a computation of the guide "
+                           "gives them: check the parameters (a learning rate too high, a scale "
+                           "without a positive constraint) and the arguments.")
                 raise ValueError(
                     f"{first}\nIn a pass without validation, non-finite values appear at "
-                    f"{', '.join(found)}. Data holding NaN or infinity make every term NaN: drop "
-                    "or impute those datapoints, or mask them out (poutine.mask, or "
-                    "pyro.sample(..., obs_mask=...))."
+                    f"{', '.join(found)}. {fix}"
                 ) from error
         match = re.match(r"Shape mismatch inside plate\('([^']*)'\) at site (\S+) dim", text)
         if match:

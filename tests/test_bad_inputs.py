@@ -357,6 +357,16 @@ case("NaN data, a guide that ignores it", lambda: WeightedELBO().loss_and_grads(
     model, lambda x: guide(X), nan_data()), Error(ValueError, r"site.* 'x'"))
 
 
+def _nan_parameter_guide(x):
+    a = pyro.param("a", torch.tensor(math.nan))
+    with pyro.plate("data", len(x)):
+        pyro.sample("z", dist.Normal(a * x, 0.7))
+
+
+case("a NaN parameter", lambda: WeightedELBO().loss_and_grads(model, _nan_parameter_guide, X),
+     Error(ValueError, r"'z'.*[Cc]heck the"))
+
+
 def _event_model(x):
     with pyro.plate("data", len(x)):
         z = pyro.sample("z", dist.Normal(torch.zeros(2), 1.0).to_event(1))
