@@ -118,7 +118,12 @@ class WeightedELBO(Trace_ELBO):
                 f"weighting must be a pyro_kl.weighting.Weighting, got {type(weighting).__name__}."
             )
         self.weighting = weighting
-        self.analytic_kl = analytic_kl
+        if analytic_kl not in (True, False):
+            raise TypeError(
+                f"analytic_kl={analytic_kl!r}; pass True (closed-form KL where registered) "
+                "or False (Monte Carlo)."
+            )
+        self.analytic_kl = bool(analytic_kl)
         self._steps = TrainingSteps()
         self._tracer = PairTracer()
         self._last = _Recorded({}, {})

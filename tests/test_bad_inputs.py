@@ -269,6 +269,8 @@ for value, fragment in ((-1.0, "finite and >= 0"), (math.nan, "finite and >= 0")
                        (lambda w: BetaGammaELBO(gamma=w), "gamma")):
         case(f"{name}={value!r}", lambda w=value, make=make: make(w),
              Error(ValueError, fragment), ONCE)
+case("analytic_kl='yes'", lambda: WeightedELBO(analytic_kl="yes"),
+     Error(TypeError, r"analytic_kl='yes'; pass True"), ONCE)
 case("weights list", lambda: WeightedELBO(weights=[("rate", 1.0)]),
      Error(TypeError, r"weights must be a dict"), ONCE)
 case("weights empty name", lambda: WeightedELBO(weights={"": 1.0}),
@@ -671,6 +673,20 @@ case("evaluate on NaN data", lambda: diag.evaluate(model, lambda x: exact_guide(
      Error(ValueError, r"site 'x' holds 1 value.*NaN"))
 case("evaluate on an empty batch", lambda: diag.evaluate(model, guide, [X[:0]]),
      Error(ValueError, r"the batch is empty"))
+case("evaluate(elbo=Trace_ELBO())", lambda: diag.evaluate(model, guide, [X], elbo=Trace_ELBO()),
+     Error(TypeError, r"needs a pyro_kl ELBO"), ONCE)
+case("evaluate(batches=None)", lambda: diag.evaluate(model, guide, None),
+     Error(TypeError, r"iterable of batches.*x.split"), ONCE)
+case("evaluate(batches=x), a tensor", lambda: diag.evaluate(model, guide, X),
+     Error(TypeError, r"iterable of batches.*\[\(x,\)\]"), ONCE)
+case("evaluate(batches=x.split(2))", lambda: diag.evaluate(
+    model, guide, X.split(2), elbo=WeightedELBO(analytic_kl=True))["rate"],
+    Right(lambda r: close(r, exact_rate(X).mean(), 1e-5)), ONCE)
+case("elbo_surgery without a code", lambda: diag.elbo_surgery(model, no_guide, X),
+     Error(ValueError, r"no code to measure"))
+case("rate_per_dimension(num_samples=0)", lambda: diag.rate_per_dimension(
+    model, guide, X, num_samples=0), Error(ValueError, r"num_samples=0; use an integer >= 1"),
+    ONCE)
 for value in (math.nan, -1.0, math.inf, "0.1", None):
     case(f"active_units(threshold={value!r})", lambda v=value: diag.active_units(
         model, guide, X, threshold=v), Error(ValueError, r"threshold is a variance"), ONCE)
@@ -816,6 +832,12 @@ def _kept_when_dot_fails(tmp):
 
 case("render_worlds keeps w.svg when dot fails", lambda: _kept_when_dot_fails(tmp_dir()),
      Right(lambda ok: ok), ONCE)
+case("render_worlds into a missing folder", lambda: _render(tmp_dir(), "nope/w.gv"),
+     Error(FileNotFoundError, r"the folder .*nope' does not exist.*os.makedirs"), ONCE)
+case("render_worlds onto a folder", lambda: _render(tmp_dir(), ""),
+     Error((IsADirectoryError, ValueError), r"folder|suffix"), ONCE)
+case("render_worlds(model, guide, x)", lambda: pyro_kl.render_worlds(model, guide, X),
+     Error(ValueError, r"model_args must be a tuple.*model_args=\(x,\)"), ONCE)
 case("render_worlds to 'w.xyz'", lambda: _render(tmp_dir(), "w.xyz"),
      Error(ValueError, r"from its suffix '.xyz'.*e.g. .svg"), ONCE)
 case("render_worlds to 'w' (no suffix)", lambda: _render(tmp_dir(), "w"),

@@ -2,7 +2,8 @@
 
 import math
 from collections import defaultdict
-from typing import Callable, Dict, Iterable, Mapping, Optional
+from collections.abc import Iterable
+from typing import Callable, Dict, Mapping, Optional
 
 import torch
 
@@ -87,6 +88,17 @@ def evaluate(
         held_out["distortion"] - train["distortion"]  # how much the decoder memorised
     """
     elbo = WeightedELBO() if elbo is None else elbo
+    if not isinstance(elbo, WeightedELBO):
+        raise TypeError(
+            f"evaluate(elbo=...) needs a pyro_kl ELBO (WeightedELBO or a preset such as "
+            f"RateDistortionELBO), got {type(elbo).__name__}; for Pyro's Trace_ELBO's "
+            "figures pass WeightedELBO() (unit weights), which estimates the same loss by term."
+        )
+    if isinstance(batches, torch.Tensor) or not isinstance(batches, Iterable):
+        raise TypeError(
+            f"evaluate() takes an iterable of batches, got {type(batches).__name__}; pass "
+            "[(x,)] for one batch, x.split(256) for batches of rows, or a DataLoader."
+        )
     if num_samples:
         check_num_samples(num_samples)
     options = dict(max_plate_nesting=max_plate_nesting, data_plate=data_plate)
