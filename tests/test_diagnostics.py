@@ -572,6 +572,15 @@ def test_iwae_bound_on_given_indices_agrees_across_chunks_and_refuses_random_one
         assert torch.allclose(bound, log_marginal(x[idx]), atol=1e-10)
     with pytest.raises(ValueError, match=r"random subsample of 5 of its 30.*subsample=idx"):
         iwae_bound(subsample_model, exact, x, 5, num_samples=7, chunk_size=2)
+    # with a random subsample allowed, every chunk weighs the same datapoints: each value
+    # is the exact log-marginal of one datapoint, not a mixture of several
+    from pyro_kl.diagnostics.bounds import importance_weighted_bound
+
+    pyro.set_rng_seed(4)
+    drawn = importance_weighted_bound(subsample_model, exact, (x, 5), {}, num_samples=7,
+                                      chunk_size=2, allow_random_subsample=True).value
+    distances = (drawn[:, None] - log_marginal(x)[None, :]).abs().min(-1).values
+    assert distances.max() < 1e-10
     # evaluate() averages over a random subsample, every chunk on the same datapoints
     pyro.set_rng_seed(2)
     result = evaluate(subsample_model, exact, [(x, 5)], num_samples=6)

@@ -277,11 +277,12 @@ def _draws_subsample(model_trace: Trace, guide_trace: Trace, plate: str) -> bool
 
 
 def subsample_sites(trace: Trace) -> Trace:
-    """A trace holding only ``trace``'s plate subsample sites, to replay the same
-    indices in later runs."""
+    """A trace holding only ``trace``'s plate subsample sites (not the samples'
+    own plate, whose size changes between chunks), to replay the same indices
+    in later runs."""
     fixed = Trace()
     for name, site in trace.nodes.items():
-        if site["type"] == "sample" and site_is_subsample(site):
+        if site["type"] == "sample" and site_is_subsample(site) and not is_particle_plate(name):
             fixed.add_node(name, **site)
     return fixed
 
@@ -299,7 +300,10 @@ def _check_finite_data(model_trace: Trace) -> None:
             bad = bad.reshape(bad.shape[: bad.dim() - event_dim] + (-1,)).any(-1)
         mask = site["mask"]
         if isinstance(mask, torch.Tensor):
-            bad, mask = torch.broadcast_tensors(bad, mask)
+            try:
+                bad, mask = torch.broadcast_tensors(bad, mask)
+            except RuntimeError:  # a mask Pyro will refuse itself: leave it to Pyro
+                continue
             bad = bad & mask
         elif mask is False:
             continue
