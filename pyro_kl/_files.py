@@ -22,6 +22,8 @@ def atomic_path(filename: str) -> Iterator[str]:
     is written through: its target is replaced and the link kept.
 
     :param str filename: the file to write.
+    :raises FileNotFoundError: if the folder does not exist.
+    :raises IsADirectoryError: if ``filename`` is a folder.
     :raises OSError: if the folder cannot be written.
 
     Example::
@@ -34,6 +36,16 @@ def atomic_path(filename: str) -> Iterator[str]:
     if os.path.islink(filename):
         filename = os.path.realpath(filename)
     folder, name = os.path.split(os.path.abspath(filename))
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(
+            f"Cannot write {filename!r}: the folder {folder!r} does not exist. Create it "
+            "first (os.makedirs(folder, exist_ok=True)) or write the file elsewhere."
+        )
+    if os.path.isdir(filename):
+        raise IsADirectoryError(
+            f"Cannot write {filename!r}: it is a folder. Give a file name inside it, "
+            f"e.g. {os.path.join(filename, 'worlds.svg')!r}."
+        )
     handle, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
     os.close(handle)
     try:

@@ -24,7 +24,9 @@ complexity) controls their sum.
   ``T - target``, with anti-windup.
 
 A controller's state is part of the ELBO's :meth:`~pyro_kl.WeightedELBO.state_dict`,
-the weight it gave is in :attr:`~pyro_kl.WeightedELBO.last_weights`, and
+the weight it gave is in :attr:`~pyro_kl.WeightedELBO.last_weights`; a
+stateful controller belongs to one ELBO (a second ELBO is refused it: build
+one per ELBO, or pass ``copy.deepcopy(controller)``), and
 :meth:`~pyro_kl.weighting.Controller.describe` says in words what it is
 ("GECO on D, target 3.0, now λ = 0.41"). Stateful controllers update from the
 terms all-reduced over the processes of :mod:`torch.distributed`, so every
@@ -35,6 +37,7 @@ import math
 import numbers
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Union
 
+from .schedules import check_schedule
 from .terms import term_symbol
 from .weighting import Controller
 
@@ -54,7 +57,7 @@ def _number(owner: str, name: str, value: Any, *, fix: str) -> float:
 
 def _check_target(owner: str, target: TargetValue) -> TargetValue:
     if callable(target):
-        return target
+        return check_schedule(target, f"The target of {owner}")
     return _number(
         owner, "target", target,
         fix="pass the target in nats per datapoint, or a schedule of the step count",
@@ -136,6 +139,8 @@ class Target(Controller):
         # capacity annealing: the rate target rises from 0 to 25 nats per image
         elbo = RateDistortionELBO(beta=Target(LinearWarmup(25.0, steps=5000), slope=100.0))
     """
+
+    shareable = True  # it holds no state, so several ELBOs may use one instance
 
     def __init__(self, value: TargetValue, *, slope: float = 1.0):
         self.value = _check_target("Target", value)
@@ -263,7 +268,14 @@ class GECO(Controller):
                 f"max_weight] = [{self.min_weight}, {self.max_weight}]; build the GECO "
                 "with the settings the state was saved with."
             )
-        average = state.get("average")
+        if "average" not in state:
+            raise ValueError(
+                f"GECO.load_state_dict needs the key 'average' (the moving average of "
+                f"T/N - target, None before the first step), got the keys {sorted(state)}; "
+                "without it the average would restart and λ jump. Pass what "
+                "GECO.state_dict() returned."
+            )
+        average = state["average"]
         self.average = None if average is None else _state_number("GECO", state, "average")
         self.multiplier = multiplier
 

@@ -5,13 +5,26 @@ estimates ``KL(real world P || dream world Q)`` on its own share of the data
 and PyTorch averages the gradients. The terms each process reports in
 ``elbo.last_terms`` are estimates from its share alone; :func:`all_reduce_terms`
 combines them into the estimate for the whole batch.
+
+Stateful controllers (:class:`~pyro_kl.GECO`, :class:`~pyro_kl.PIControl`)
+all-reduce their terms after every training call, so every process must run
+the same training calls. A collective that one process joins alone would wait
+forever; every all-reduce here waits at most :func:`get_collective_timeout`
+seconds (60 by default; :func:`set_collective_timeout`, or the ``timeout``
+keyword to change it) and then raises a :class:`RuntimeError` that says so.
 """
 
+import datetime
+import math
+import numbers
+import time
 import zlib
 from typing import Dict, Mapping, Optional, Union
 
 import torch
 import torch.distributed as torch_dist
+
+__all__ = ["all_reduce_terms", "get_collective_timeout", "set_collective_timeout"]
 
 _OPS = {
     "mean": "SUM",  # summed, then divided by the group's size
@@ -19,6 +32,101 @@ _OPS = {
     "min": "MIN",
     "max": "MAX",
 }
+
+
+_DEFAULT_TIMEOUT = 60.0
+_timeout = _DEFAULT_TIMEOUT
+
+
+def _seconds(value: Union[float, datetime.timedelta], where: str) -> float:
+    """``value`` as a positive, finite number of seconds, or a clear error."""
+    if isinstance(value, datetime.timedelta):
+        value = value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (
+        math.isfinite(value) and value > 0
+    ):
+        raise ValueError(
+            f"{where}: the collective timeout must be a finite number of seconds > 0 "
+            f"(or a datetime.timedelta), got {value!r}; e.g. 60.0."
+        )
+    return float(value)
+
+
+def set_collective_timeout(seconds: float) -> None:
+    """Set how long pyro_kl's all-reduces (:func:`all_reduce_terms`, and the
+    controllers' update after each training call) wait for the other
+    processes before raising a :class:`RuntimeError`. The default is 60 s.
+
+    Like the ``timeout`` of :func:`torch.distributed.init_process_group`, it
+    bounds a collective that another process never joins (ranks out of step);
+    raise it when some processes legitimately arrive much later than others
+    (a slow first step, an evaluation run by rank 0 alone between steps).
+
+    :param seconds: a finite number of seconds ``> 0``, or a
+        ``datetime.timedelta``.
+
+    Example::
+
+        from pyro_kl.distributed import get_collective_timeout, set_collective_timeout
+
+        set_collective_timeout(300)     # five minutes
+        assert get_collective_timeout() == 300.0
+        set_collective_timeout(60)      # back to the default
+    """
+    global _timeout
+    _timeout = _seconds(seconds, f"set_collective_timeout({seconds!r})")
+
+
+def get_collective_timeout() -> float:
+    """The seconds pyro_kl's all-reduces wait (see :func:`set_collective_timeout`)."""
+    return _timeout
+
+
+def _all_reduce(tensor: torch.Tensor, op, group, timeout: float, what: str) -> None:
+    """``torch.distributed.all_reduce`` that waits at most ``timeout`` seconds."""
+    work = torch_dist.all_reduce(tensor, op=op, group=group, async_op=True)
+    deadline = time.monotonic() + timeout
+    pause = 1e-4
+    while not work.is_completed():
+        if time.monotonic() > deadline:
+            rank = torch_dist.get_rank(group)
+            size = torch_dist.get_world_size(group)
+            raise RuntimeError(
+                f"{what}: process {rank} of {size} waited {timeout:g} s for the other "
+                "processes to join the all-reduce of the terms, and they did not: the ranks "
+                "are out of step (one process ran a training call, with a GECO or PIControl "
+                "weight, or all_reduce_terms, that the others did not). Every process must "
+                "run the same training calls: give each the same number of batches "
+                "(DistributedSampler(..., drop_last=True), or stop all ranks together), and "
+                "do evaluation outside training calls (elbo.loss, or torch.no_grad()). If the "
+                "others are only slow, raise the limit with "
+                "pyro_kl.distributed.set_collective_timeout(seconds). This process group "
+                "still holds the unfinished all-reduce: destroy it "
+                "(torch.distributed.destroy_process_group()) before going on."
+            )
+        time.sleep(pause)
+        pause = min(2 * pause, 0.01)
+    work.wait()
+
+
+def _scalar(name, value) -> float:
+    """One term's value as a float, or a clear error naming the term."""
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            raise ValueError(
+                f"all_reduce_terms: the term {name!r} is a tensor of shape "
+                f"{tuple(value.shape)}; each term must be one number (as in "
+                "elbo.last_terms). Reduce it first, e.g. value.sum(), or pass the "
+                "elements as terms of their own."
+            )
+        return float(value.detach().item())
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(
+            f"all_reduce_terms: the term {name!r} is {value!r} "
+            f"({type(value).__name__}); each term must be one number, a float or a "
+            "one-element tensor (as in elbo.last_terms). Leave out terms without a value."
+        )
+    return float(value)
 
 
 def _group_device(group) -> torch.device:
@@ -37,6 +145,7 @@ def all_reduce_terms(
     *,
     group: Optional[object] = None,
     op: str = "mean",
+    timeout: Optional[float] = None,
 ) -> Dict[str, float]:
     """All-reduce a ``{term: value}`` map, such as :attr:`WeightedELBO.last_terms`,
     across the processes of a :mod:`torch.distributed` group.
@@ -57,11 +166,17 @@ def all_reduce_terms(
     :param dict terms: term name -> value in nats (float or one-element tensor).
     :param group: the process group (default: the world).
     :param str op: ``"mean"`` (default), ``"sum"``, ``"min"`` or ``"max"``.
+    :param timeout: the most seconds (or a ``datetime.timedelta``) to
+        wait for the other processes; default
+        :func:`~pyro_kl.distributed.get_collective_timeout`.
     :returns: term name -> reduced value, the same on every process.
     :rtype: dict
-    :raises ValueError: on an unknown ``op``, or when the processes name
+    :raises ValueError: on an unknown ``op``, on a value that is not one
+        number (a vector, ``None``, a string), or when the processes name
         different terms (checked always, with one small collective first, so
         that a mismatch fails on every process instead of hanging).
+    :raises RuntimeError: when the other processes do not join within the
+        timeout (the ranks are out of step).
 
     Example (needs torch.distributed, one process per rank)::
 
@@ -77,8 +192,16 @@ def all_reduce_terms(
     """
     if op not in _OPS:
         raise ValueError(f"op={op!r} is not one of {sorted(_OPS)}; use op='mean' or op='sum'.")
+    if not isinstance(terms, Mapping):
+        raise ValueError(
+            f"all_reduce_terms takes a {{term name: value}} map such as elbo.last_terms, "
+            f"got {type(terms).__name__}."
+        )
+    limit = _timeout
+    if timeout is not None:
+        limit = _seconds(timeout, f"all_reduce_terms(timeout={timeout!r})")
     names = sorted(terms)
-    values = {name: float(terms[name]) for name in names}
+    values = {name: _scalar(name, terms[name]) for name in names}
     if not (torch_dist.is_available() and torch_dist.is_initialized()):
         return values
 
@@ -86,7 +209,7 @@ def all_reduce_terms(
     # a fixed-size check first, always: tensors of different sizes would hang
     signature = _names_signature(names)
     bounds = torch.tensor([signature, -signature], dtype=torch.float64, device=device)
-    torch_dist.all_reduce(bounds, op=torch_dist.ReduceOp.MAX, group=group)
+    _all_reduce(bounds, torch_dist.ReduceOp.MAX, group, limit, "all_reduce_terms")
     if bounds[0].item() != signature or -bounds[1].item() != signature:
         raise ValueError(
             f"all_reduce_terms: the processes name different terms (this one: {names}). "
@@ -96,7 +219,7 @@ def all_reduce_terms(
     if not names:
         return {}
     packed = torch.tensor([values[name] for name in names], dtype=torch.float64, device=device)
-    torch_dist.all_reduce(packed, op=getattr(torch_dist.ReduceOp, _OPS[op]), group=group)
+    _all_reduce(packed, getattr(torch_dist.ReduceOp, _OPS[op]), group, limit, "all_reduce_terms")
     if op == "mean":
         packed /= torch_dist.get_world_size(group)
     return dict(zip(names, packed.tolist()))

@@ -126,7 +126,12 @@ class WeightedELBO(Trace_ELBO):
                 f"weighting must be a pyro_kl.weighting.Weighting, got {type(weighting).__name__}."
             )
         self.weighting = weighting
-        self.analytic_kl = analytic_kl
+        if analytic_kl not in (True, False):
+            raise TypeError(
+                f"analytic_kl={analytic_kl!r}; pass True (closed-form KL where registered) "
+                "or False (Monte Carlo)."
+            )
+        self.analytic_kl = bool(analytic_kl)
         self._steps = TrainingSteps()
         self._tracer = PairTracer()
         self._last = _Recorded({}, {})
@@ -141,6 +146,8 @@ class WeightedELBO(Trace_ELBO):
 
     @weighting.setter
     def weighting(self, weighting: Weighting) -> None:
+        for controller, _ in weighting.controllers:  # one ELBO per controller
+            controller.bind(self)
         self._weighting = weighting
         self._assignments: "OrderedDict[tuple, TermAssignment]" = OrderedDict()
 
@@ -301,6 +308,11 @@ class WeightedELBO(Trace_ELBO):
         state = self.__dict__.copy()
         state["_assignments"] = OrderedDict()
         return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        for controller, _ in self._weighting.controllers:  # the copies are this copy's
+            controller.bind(self)
 
     # ---- one call -------------------------------------------------------
 

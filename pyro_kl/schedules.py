@@ -6,8 +6,35 @@ The step count is the number of training steps an ELBO has taken (its
 their own, so a run resumed from ``elbo.state_dict()`` continues exactly.
 """
 
+import inspect
 import math
 import numbers
+from typing import Callable
+
+
+def check_schedule(schedule: Callable, where: str) -> Callable:
+    """``schedule`` if it can be called as ``f(step)``, else a :class:`TypeError`
+    naming the expected signature (at construction, not at the first step).
+
+    :param where: what the schedule is for, for the message ("the weight of term 'rate'").
+
+    Example::
+
+        check_schedule(lambda step: min(1.0, step / 100), "the weight of term 'rate'")
+    """
+    try:
+        signature = inspect.signature(schedule)
+    except (TypeError, ValueError):  # a builtin or extension callable: nothing to check
+        return schedule
+    try:
+        signature.bind(0)
+    except TypeError:
+        raise TypeError(
+            f"{where} is the callable {schedule!r} with signature {signature}, but a schedule "
+            "is called as f(step) with the step count, one positional argument: write "
+            "lambda step: ... (or def f(step): ...), or pass a constant float."
+        ) from None
+    return schedule
 
 
 def _whole(name: str, value, *, minimum: int) -> int:

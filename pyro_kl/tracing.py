@@ -19,13 +19,16 @@ diagnostics (:mod:`pyro_kl.diagnostics`) all read traces built here:
   kept in a bounded cache of weak references, so it never keeps a model alive.
 """
 
+import contextlib
 import inspect
 import itertools
 import queue
+import re
 import weakref
 from collections import OrderedDict
 from typing import Callable, Iterator, NamedTuple, Optional, Tuple
 
+import pyro
 import torch
 from pyro import poutine
 from pyro.infer.enum import get_importance_trace, iter_discrete_escape, iter_discrete_extend
@@ -113,8 +116,121 @@ def trace_once(model, guide, args: tuple = (), kwargs: Optional[dict] = None):
 
     :returns: ``(model_trace, guide_trace)``.
     """
-    with fork_rng(), torch.no_grad():
+    with fork_rng(), torch.no_grad(), explained_errors(model, guide, args, kwargs or {}):
         return _raw_pair(model, guide, args, kwargs or {})
+
+
+@contextlib.contextmanager
+def explained_errors(model, guide, args: tuple, kwargs: dict, vectorized: bool = False):
+    """Errors that Pyro or torch raise on bad inputs, said in terms of the inputs:
+    a plate of size 0 (an empty batch) and bool data (torch's log-densities
+    take floats), invalid values under validation, a batch dim no plate holds, and
+    (``vectorized``) a program that is not vectorisation-safe. Costs nothing
+    unless an error is raised."""
+    try:
+        yield
+    except ZeroDivisionError as error:
+        if "size cannot be zero" not in str(error):
+            raise
+        raise ValueError(
+            "A pyro.plate got size 0: the batch is empty. Pass at least one datapoint, and "
+            "skip empty batches (e.g. DataLoader(..., drop_last=True), or `if len(x):`)."
+        ) from error
+    except ValueError as error:
+        text = str(error)
+        if "invalid values" in text or "within the support" in text:
+            found = _non_finite_sites(model, guide, args, kwargs)
+            if found:
+                first = text.strip().splitlines()[0]
+                if any(where.startswith("data") for where in found):
+                    fix = ("Data holding NaN or infinity make every term NaN: drop or impute "
+                           "those datapoints, or mask them out (poutine.mask, or "
+                           "pyro.sample(..., obs_mask=...)).")
+                else:
+                    fix = ("The data are finite, so a parameter or a computation of the guide "
+                           "gives them: check the parameters (a learning rate too high, a scale "
+                           "without a positive constraint) and the arguments.")
+                raise ValueError(
+                    f"{first}\nIn a pass without validation, non-finite values appear at "
+                    f"{', '.join(found)}. {fix}"
+                ) from error
+        match = re.match(r"Shape mismatch inside plate\('([^']*)'\) at site (\S+) dim", text)
+        if match:
+            plate, name = match.groups()
+            raise ValueError(
+                f"{text.strip().splitlines()[0]}: site '{name}' has a batch dim that plate "
+                f"'{plate}' does not hold. If the guide and the model give '{name}' different "
+                "event shapes (one uses .to_event(n), the other not), give both the same; "
+                "otherwise give its parameters the plate's size along the plate's dim."
+            ) from error
+        raise
+    except RuntimeError as error:
+        sites = _bool_observations(model, guide, args, kwargs)
+        if not sites:
+            if vectorized and _runs_plainly(model, guide, args, kwargs):
+                raise RuntimeError(
+                    f"{str(error).strip().splitlines()[0]}\nThe model and guide run without "
+                    "vectorised particles but fail with vectorize_particles=True, which runs "
+                    "them once with the particles in a dim left of every plate: the program "
+                    "is not vectorisation-safe (e.g. torch.stack or .expand(len(x)) on a "
+                    "sampled value, or indexing with z.item()). Broadcast along the leftmost "
+                    "dims (use ... in indexing, .expand(z.shape[:-1] + ...)), or train with "
+                    "vectorize_particles=False."
+                ) from error
+            raise
+        name, fn = sites[0]
+        raise TypeError(
+            f"Site '{name}' observes a bool tensor, but {type(fn).__name__}.log_prob needs "
+            "numbers (torch's distributions do not take bool values): pass obs=x.float() "
+            "(0. and 1. for a Bernoulli; x.long() for a Categorical)."
+        ) from error
+
+
+def _runs_plainly(model, guide, args: tuple, kwargs: dict) -> bool:
+    """Whether one pass without vectorised particles runs, log-densities included."""
+    try:
+        with fork_rng(), torch.no_grad():
+            model_trace, guide_trace = _raw_pair(model, guide, args, kwargs)
+            model_trace.compute_log_prob()
+            guide_trace.compute_log_prob()
+    except Exception:
+        return False
+    return True
+
+
+def _non_finite_sites(model, guide, args: tuple, kwargs: dict):
+    """Where one pass without validation meets NaN or infinite values."""
+    try:
+        with fork_rng(), torch.no_grad(), pyro.validation_enabled(False):
+            model_trace, guide_trace = _raw_pair(model, guide, args, kwargs)
+    except Exception:  # the pass fails as well: nothing more to say
+        return []
+    found = []
+    for world, trace in (("data", model_trace), ("guide", guide_trace)):
+        for name, site in sample_sites(trace):
+            value = site["value"]
+            if world == "data" and not site["is_observed"]:
+                continue
+            if torch.is_tensor(value) and value.is_floating_point():
+                bad = int((~torch.isfinite(value)).sum())
+                if bad:
+                    found.append(f"{world} site '{name}' ({bad} value(s))")
+    return found
+
+
+def _bool_observations(model, guide, args: tuple, kwargs: dict):
+    """The observed sites of one plain pass whose value is a bool tensor."""
+    try:
+        with fork_rng(), torch.no_grad():
+            model_trace, _ = _raw_pair(model, guide, args, kwargs)
+    except Exception:  # the pass fails as well: nothing more to say
+        return []
+    return [
+        (name, site["fn"])
+        for name, site in sample_sites(model_trace)
+        if site["is_observed"] and torch.is_tensor(site["value"])
+        and site["value"].dtype == torch.bool
+    ]
 
 
 def fork_rng():
@@ -147,7 +263,19 @@ class PlateNestingGuard(Messenger):
         self.max_plate_nesting = max_plate_nesting
 
     def _pyro_sample(self, msg) -> None:
-        if msg["infer"].get("enumerate") != "parallel" or msg["is_observed"]:
+        strategy = msg["infer"].get("enumerate")
+        if not strategy or msg["is_observed"]:
+            return
+        if not getattr(msg["fn"], "has_enumerate_support", False):
+            raise ValueError(
+                f"Site '{msg['name']}' is marked infer={{'enumerate': {strategy!r}}}, but its "
+                f"distribution {type(msg['fn']).__name__} has no finite support to sum over "
+                "(has_enumerate_support is False). Only discrete distributions with finite "
+                "support (Bernoulli, Categorical, OneHotCategorical, ...) can be enumerated: "
+                "drop the mark at this site (pyro.infer.config_enumerate marks only sites that "
+                "can be enumerated), and let the guide sample it."
+            )
+        if strategy != "parallel":
             return
         for frame in msg["cond_indep_stack"]:
             if frame.vectorized and not is_particle_plate(frame.name):
@@ -239,6 +367,11 @@ class PairTracer:
             guessed ``max_plate_nesting`` is set on it, as Pyro's ELBOs do.
         :param plain_traces: Pyro's particle loop for plain pairs.
         """
+        vectorized = bool(elbo.vectorize_particles and elbo.num_particles > 1)
+        with explained_errors(model, guide, args, kwargs, vectorized):
+            yield from self._pairs(elbo, plain_traces, model, guide, args, kwargs)
+
+    def _pairs(self, elbo, plain_traces: Callable, model, guide, args: tuple, kwargs: dict):
         key = self._cache.key(model, guide)
         known = self._cache.get(key)
         if known is False:
@@ -302,6 +435,7 @@ __all__ = [
     "PairTracer",
     "TracedPair",
     "enumeration_state",
+    "explained_errors",
     "fork_rng",
     "guessed_plate_nesting",
     "importance_pair",

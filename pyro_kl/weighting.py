@@ -18,6 +18,7 @@ import abc
 import math
 import numbers
 import warnings
+import weakref
 from collections.abc import Mapping as MappingABC
 from typing import (
     Any,
@@ -34,6 +35,7 @@ from typing import (
 
 import torch
 
+from .schedules import check_schedule
 from .terms import JOINT, MARGINAL_TERM_JOIN, TERMS, TermAssignment
 
 
@@ -49,7 +51,41 @@ class Controller(abc.ABC):
     Subclasses define :meth:`weight`, and may define :meth:`offset`,
     :meth:`update`, :meth:`describe`, :meth:`state_dict` and
     :meth:`load_state_dict`.
+
+    **A controller belongs to one ELBO.** Its state (a multiplier, a moving
+    average, an integral) is the state of one training run, so an instance
+    given to a second ELBO while the first is alive is refused; build one per
+    ELBO, or pass ``copy.deepcopy(controller)``. A controller that holds no
+    state (``shareable = True``, as :class:`~pyro_kl.controllers.Target`) may
+    weigh several ELBOs.
     """
+
+    shareable: bool = False
+    """Whether one instance may weigh the terms of several ELBOs (it holds no state)."""
+
+    def bind(self, owner: object) -> None:
+        """Make ``owner`` (an ELBO) the one whose terms this controller weighs.
+
+        :raises ValueError: if another ELBO that is still alive owns it.
+        """
+        if self.shareable:
+            return
+        ref = self.__dict__.get("_owner")
+        current = ref() if ref is not None else None
+        if current is not None and current is not owner:
+            raise ValueError(
+                f"{self!r} already weighs the terms of another ELBO "
+                f"({type(current).__name__} at {id(current):#x}). A controller holds the "
+                "state of one training run, so sharing it would mix the two runs' statistics: "
+                "give each ELBO its own controller (build it again, or pass "
+                "copy.deepcopy(controller))."
+            )
+        self.__dict__["_owner"] = weakref.ref(owner)
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state.pop("_owner", None)  # a copy belongs to the copied ELBO, or to none yet
+        return state
 
     @abc.abstractmethod
     def weight(self, step: int, estimate: float) -> float:
@@ -134,8 +170,10 @@ def check_weights(weights: Optional[Mapping[str, Weight]]) -> Dict[str, Weight]:
     for term, weight in weights.items():
         if not isinstance(term, str) or not term:
             raise ValueError(f"Term names must be non-empty strings, got {term!r}.")
-        if isinstance(weight, Controller) or callable(weight):
+        if isinstance(weight, Controller):
             checked[term] = weight
+        elif callable(weight):
+            checked[term] = check_schedule(weight, f"The weight of term '{term}'")
         else:
             checked[term] = check_value(term, weight)
     return checked

@@ -504,3 +504,194 @@ def test_surgery_counts_an_autoguides_auxiliary_sites():
     assert bound.shape == (30,)
     with pytest.raises(ValueError, match="auxiliary"):
         rate_per_dimension(scalar_model, guide, x)
+
+
+# ---- edges: subsampling, shapes, NaN data, options ------------------------------------
+
+
+def subsample_model(x, size=None, subsample=None):
+    with pyro.plate("data", len(x), subsample_size=size, subsample=subsample) as idx:
+        z = pyro.sample("z", dist.Normal(torch.zeros(2), 1.0).to_event(1))
+        pyro.sample("x", dist.Normal(z @ W.T + B, SX).to_event(1), obs=x[idx])
+
+
+def subsample_guide(x, size=None, subsample=None, shift=0.3):
+    with pyro.plate("data", len(x), subsample_size=size, subsample=subsample) as idx:
+        loc, covariance = posterior(x[idx])
+        pyro.sample("z", dist.Normal(loc + shift, covariance.diagonal().sqrt()).to_event(1))
+
+
+def exact_rates(x, shift=0.3):
+    """KL(guide || prior) of each datapoint, in closed form."""
+    loc, covariance = posterior(x)
+    var = covariance.diagonal()
+    return 0.5 * (var.sum() + ((loc + shift) ** 2).sum(-1) - 2 - var.log().sum())
+
+
+@pytest.mark.parametrize("validation", [True, False])
+def test_evaluate_on_a_subsampled_plate_gives_per_datapoint_values(validation):
+    pyro.enable_validation(validation)
+    try:
+        x = data(40)
+        elbo = WeightedELBO(analytic_kl=True, num_particles=400, vectorize_particles=True,
+                            max_plate_nesting=1)
+        # batches of given indices covering the data set: the full data's values
+        batches = [(x, None, torch.arange(i, i + 10)) for i in range(0, 40, 10)]
+        result = evaluate(subsample_model, subsample_guide, batches, elbo=elbo)
+        rates = exact_rates(x)
+        assert result["num_data"] == 40
+        assert result["rate"] == pytest.approx(float(rates.mean()), rel=1e-10)
+        pyro.set_rng_seed(0)
+        whole = -analytic_elbo(x).mean() - rates.mean()  # the distortion, in closed form
+        assert result["distortion"] == pytest.approx(float(whole), rel=0.02)
+        # one batch of 10 given indices: their own mean, not 40/10 times it
+        one = evaluate(subsample_model, subsample_guide, [batches[1]], elbo=elbo)
+        assert one["rate"] == pytest.approx(float(rates[10:20].mean()), rel=1e-10)
+        # a random subsample of 10: the mean over some 10 datapoints
+        pyro.set_rng_seed(1)
+        drawn = evaluate(subsample_model, subsample_guide, [(x, 10)], elbo=elbo)
+        assert drawn["num_data"] == 10
+        spread = float(rates.std()) / math.sqrt(10)
+        assert abs(drawn["rate"] - float(rates.mean())) < 4 * spread
+    finally:
+        pyro.enable_validation(True)
+
+
+def test_iwae_bound_on_given_indices_agrees_across_chunks_and_refuses_random_ones():
+    x = data(30)
+    idx = torch.tensor([3, 7, 11, 19, 28])
+
+    def exact(x, size=None, subsample=None):
+        with pyro.plate("data", len(x), subsample_size=size, subsample=subsample) as i:
+            loc, covariance = posterior(x[i])
+            pyro.sample("z", dist.MultivariateNormal(loc, covariance))
+
+    for chunk_size in (None, 2):
+        bound = iwae_bound(subsample_model, exact, x, None, idx, num_samples=7,
+                           chunk_size=chunk_size)
+        assert torch.allclose(bound, log_marginal(x[idx]), atol=1e-10)
+    with pytest.raises(ValueError, match=r"random subsample of 5 of its 30.*subsample=idx"):
+        iwae_bound(subsample_model, exact, x, 5, num_samples=7, chunk_size=2)
+    # with a random subsample allowed, every chunk weighs the same datapoints: each value
+    # is the exact log-marginal of one datapoint, not a mixture of several
+    from pyro_kl.diagnostics.bounds import importance_weighted_bound
+
+    pyro.set_rng_seed(4)
+    drawn = importance_weighted_bound(subsample_model, exact, (x, 5), {}, num_samples=7,
+                                      chunk_size=2, allow_random_subsample=True).value
+    distances = (drawn[:, None] - log_marginal(x)[None, :]).abs().min(-1).values
+    assert distances.max() < 1e-10
+    # evaluate() averages over a random subsample, every chunk on the same datapoints
+    pyro.set_rng_seed(2)
+    result = evaluate(subsample_model, exact, [(x, 5)], num_samples=6)
+    logs = log_marginal(x)
+    assert logs.min() - 1e-9 <= result["iwae_bound"] <= logs.max() + 1e-9
+
+
+@pytest.mark.parametrize("validation", [True, False])
+def test_a_value_of_the_wrong_shape_is_refused_naming_the_site_and_shapes(validation):
+    pyro.enable_validation(validation)
+    try:
+        x = data(6)[:, 0]
+
+        def scalar_model(x):
+            with pyro.plate("data", len(x)):
+                z = pyro.sample("z", dist.Normal(0.0, 1.0))
+                pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+        def scalar_guide(x):
+            with pyro.plate("data", len(x)):
+                pyro.sample("z", dist.Normal(x / 2, 0.5**0.5))
+
+        def fixed_guide(x):
+            with pyro.plate("data", len(x)):
+                pyro.sample("z", dist.Normal(0.0, 1.0))
+
+        with pytest.raises(ValueError, match=r"Site 'z' of the guide has batch shape \(6, 6\)"):
+            iwae_bound(scalar_model, scalar_guide, x.unsqueeze(-1), num_samples=3)
+        with pytest.raises(ValueError, match=r"Site 'x' of the model .* dims \[-2\] of size \[6\]"):
+            iwae_bound(scalar_model, fixed_guide, x.unsqueeze(-1), num_samples=3)
+        with pytest.raises(ValueError, match="x.unsqueeze"):
+            evaluate(scalar_model, fixed_guide, [x.unsqueeze(-1)], num_samples=2)
+        assert torch.allclose(  # the right shape still gives the exact value
+            iwae_bound(scalar_model, scalar_guide, x, num_samples=3),
+            dist.Normal(0.0, 2**0.5).log_prob(x), atol=1e-10,
+        )
+    finally:
+        pyro.enable_validation(True)
+
+
+def test_nan_data_is_refused_naming_the_site_whatever_the_validation():
+    x = data(5)
+    x[2, 1] = float("nan")
+
+    def prior_guide(x):
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", dist.Normal(torch.zeros(2), 1.0).to_event(1))
+
+    for validation in (True, False):
+        pyro.enable_validation(validation)
+        try:
+            for run in (
+                lambda: iwae_bound(model, prior_guide, x, num_samples=2),
+                lambda: evaluate(model, prior_guide, [x]),
+                lambda: code_length(model, prior_guide, x, num_samples=2,
+                                    bin_widths={"x": 0.1}),
+            ):
+                with pytest.raises(ValueError, match=r"site 'x' holds 1 value.*NaN.*batch index "
+                                                     r"\[\[2\]\].*mask"):
+                    run()
+        finally:
+            pyro.enable_validation(True)
+    # masked out, the NaN datapoint counts for nothing (validation off: NaN is not a real)
+    keep = torch.tensor([True, True, False, True, True])
+
+    def masked_model(x):
+        with pyro.plate("data", len(x)), pyro.poutine.mask(mask=keep):
+            z = pyro.sample("z", dist.Normal(torch.zeros(2), 1.0).to_event(1))
+            pyro.sample("x", dist.Normal(z @ W.T + B, SX).to_event(1), obs=x)
+
+    def masked_guide(x):
+        loc, covariance = posterior(x.nan_to_num(0.0))
+        with pyro.plate("data", len(x)), pyro.poutine.mask(mask=keep):
+            pyro.sample("z", dist.MultivariateNormal(loc, covariance))
+
+    pyro.enable_validation(False)
+    try:
+        bound = iwae_bound(masked_model, masked_guide, x, num_samples=2)
+    finally:
+        pyro.enable_validation(True)
+    expected = torch.where(keep, log_marginal(x.nan_to_num(0.0)), torch.zeros(5))
+    assert torch.allclose(bound, expected, atol=1e-10)
+
+
+@pytest.mark.parametrize("threshold", [float("nan"), -1.0, float("inf"), "0.1", None])
+def test_active_units_refuses_a_threshold_that_is_not_a_variance(threshold):
+    with pytest.raises(ValueError, match=r"threshold is a variance, a finite number >= 0"):
+        active_units(model, exact_guide, data(5), threshold=threshold)
+
+
+@pytest.mark.parametrize("width", ["abc", [0.1], 0.0, -1.0, float("nan")])
+def test_a_bin_width_that_is_not_a_positive_number_is_refused(width):
+    with pytest.raises(ValueError, match=r"bin width of site 'x' is .*positive number"):
+        code_length(model, exact_guide, data(5), num_samples=2, bin_widths={"x": width})
+
+
+def test_an_undeclared_dim_right_of_the_data_plate_lies_within_a_datapoint():
+    """Pyro allows batch dims right of every plate (here a plate at dim -2 over the
+    data, three numbers per datapoint at dim -1): each datapoint's bound sums them."""
+    x = data(4)
+
+    def row_model(x):
+        with pyro.plate("data", len(x), dim=-2):
+            z = pyro.sample("z", dist.Normal(torch.zeros(1, 2), 1.0).to_event(1))
+            loc = (z @ W.T).squeeze(-2) + B  # (4, 3): datapoints at dim -2
+            pyro.sample("x", dist.Normal(loc, SX), obs=x)
+
+    def row_guide(x):
+        loc, covariance = posterior(x)
+        with pyro.plate("data", len(x), dim=-2):
+            pyro.sample("z", dist.MultivariateNormal(loc.unsqueeze(-2), covariance.unsqueeze(-3)))
+
+    bound = iwae_bound(row_model, row_guide, x, num_samples=3)
+    assert torch.allclose(bound, log_marginal(x), atol=1e-10)

@@ -180,3 +180,106 @@ def test_all_reduce_terms_single_process_returns_floats():
 def test_all_reduce_terms_rejects_unknown_op():
     with pytest.raises(ValueError, match="op='mean' or op='sum'"):
         all_reduce_terms({"rate": 1.0}, op="average")
+
+
+# ---- ranks out of step: a collective that one process joins alone times out ------------
+
+HANG_TIMEOUT = 1.5  # seconds; small, so that the test is quick
+
+
+def _lonely_step_worker(rank, store_path, out_dir):
+    """Rank 1 alone runs a training step with a GECO weight; rank 0 never joins.
+    Both write what they saw; rank 0 stays up until rank 1 has finished, so that
+    rank 1's all-reduce can only end by its own timeout (not a closed connection)."""
+    import time
+
+    from pyro.infer import SVI
+    from pyro.optim import Adam
+
+    from pyro_kl import GECO, WeightedELBO
+    from pyro_kl.distributed import set_collective_timeout
+
+    torch.set_num_threads(1)
+    torch_dist.init_process_group(
+        "gloo", init_method=f"file://{store_path}", rank=rank, world_size=WORLD_SIZE
+    )
+    done = os.path.join(out_dir, "rank1.pt")
+    if rank == 0:
+        deadline = time.monotonic() + 60
+        while not os.path.exists(done) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os._exit(0)  # the group holds rank 1's unfinished all-reduce: do not tear it down
+    set_collective_timeout(HANG_TIMEOUT)
+
+    def model(x):
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+    def guide(x):
+        a = pyro.param("a", torch.tensor(0.1))
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", dist.Normal(a * x, 1.0))
+
+    svi = SVI(model, guide, Adam({"lr": 0.01}), WeightedELBO(weights={"distortion": GECO(1.0)}))
+    start = time.monotonic()
+    try:
+        svi.step(torch.randn(4))
+        svi.step(torch.randn(4))  # the first step closes when the second starts
+        result = {"error": None}
+    except RuntimeError as e:
+        result = {"error": str(e), "type": type(e).__name__}
+    result["seconds"] = time.monotonic() - start
+    torch.save(result, done + ".tmp")
+    os.replace(done + ".tmp", done)
+    os._exit(0)
+
+
+@pytest.mark.slow
+def test_a_step_one_rank_runs_alone_times_out_with_a_clear_error(tmp_path):
+    torch.multiprocessing.spawn(
+        _lonely_step_worker, args=(str(tmp_path / "store"), str(tmp_path)),
+        nprocs=WORLD_SIZE, join=True,
+    )
+    result = torch.load(tmp_path / "rank1.pt")
+    assert result["error"] is not None, "the lonely step returned instead of timing out"
+    assert "out of step" in result["error"]
+    assert "set_collective_timeout" in result["error"]
+    assert "drop_last=True" in result["error"]
+    assert HANG_TIMEOUT <= result["seconds"] < HANG_TIMEOUT + 10
+
+
+def test_collective_timeout_setting_is_checked():
+    from datetime import timedelta
+
+    from pyro_kl.distributed import get_collective_timeout, set_collective_timeout
+
+    before = get_collective_timeout()
+    try:
+        set_collective_timeout(timedelta(minutes=2))
+        assert get_collective_timeout() == 120.0
+        for bad in (0, -1, float("nan"), float("inf"), "60", None, True):
+            with pytest.raises(ValueError, match="finite number of seconds > 0"):
+                set_collective_timeout(bad)
+        assert get_collective_timeout() == 120.0
+    finally:
+        set_collective_timeout(before)
+    with pytest.raises(ValueError, match="finite number of seconds > 0"):
+        all_reduce_terms({"rate": 1.0}, timeout=0)
+
+
+@pytest.mark.parametrize("value, shape", [
+    (torch.ones(3), "shape (3,)"), (None, "None"), ("1.0", "'1.0'"), ([1.0, 2.0], "[1.0, 2.0]"),
+])
+def test_all_reduce_terms_refuses_values_that_are_not_one_number(value, shape):
+    with pytest.raises(ValueError, match="must be one number") as info:
+        all_reduce_terms({"rate": value, "distortion": 1.0})
+    assert "'rate'" in str(info.value) and shape in str(info.value)
+
+
+def test_all_reduce_terms_takes_numpy_and_one_element_tensors():
+    import numpy as np
+
+    assert all_reduce_terms({"rate": np.float32(0.5), "distortion": torch.tensor([[2.0]])}) == {
+        "distortion": 2.0, "rate": 0.5,
+    }

@@ -103,3 +103,24 @@ def test_zero_weight_masks_an_infinite_term_without_nan():
         assert torch.isfinite(pyro.param(name).unconstrained().grad).all()
     # the loss is the complexity alone: log guide(z) - log model(z) at one draw
     assert loss == pytest.approx(elbo.last_terms["complexity"])
+
+
+@pytest.mark.parametrize("schedule", [lambda: 0.5, lambda step, other: 0.5, lambda *, step: 0.5])
+@pytest.mark.parametrize(
+    "make", [
+        lambda f: WeightedELBO(weights={"rate": f}),
+        lambda f: RateDistortionELBO(beta=f),
+        lambda f: __import__("pyro_kl").GECO(f),
+        lambda f: __import__("pyro_kl").Target(f),
+    ], ids=["weights", "preset", "geco", "target"],
+)
+def test_a_schedule_of_the_wrong_arity_fails_at_construction_naming_f_step(make, schedule):
+    with pytest.raises(TypeError, match=r"called as f\(step\).*lambda step: \.\.\."):
+        make(schedule)
+
+
+def test_schedules_that_take_one_step_are_accepted_and_used():
+    model, guide, args = MODELS["global_local"]()
+    elbo = WeightedELBO(weights={"rate": lambda step, scale=2.0: scale * (step + 1)})
+    elbo.loss_and_grads(model, guide, *args)
+    assert elbo.last_weights["rate"] == 2.0

@@ -160,3 +160,110 @@ def test_an_elbo_module_counts_steps_where_gradients_are_taken():
         loss.backward()
         optimizer.step()
     assert elbo.step == 3
+
+
+# ---- a controller belongs to one ELBO ------------------------------------------------
+
+
+def test_a_stateful_controller_is_refused_to_a_second_elbo(validation):
+    import copy
+    import gc
+    import pickle
+
+    from pyro_kl import GECO, PIControl
+
+    model, guide, args = global_local()
+    for controller in (GECO(1.0, step_size=0.5, smoothing=0.0), PIControl(1.0, kp=0.1, ki=0.1)):
+        first = WeightedELBO(weights={"distortion": controller})
+        first.weights = {**first.weights, "rate": 0.5}  # the same ELBO may rebuild its weights
+        with pytest.raises(ValueError, match=r"already weighs the terms of another ELBO.*"
+                                             r"copy.deepcopy\(controller\)"):
+            WeightedELBO(weights={"distortion": controller})
+        with pytest.raises(ValueError, match="already weighs"):
+            RateDistortionELBO(beta=controller)
+        with pytest.raises(ValueError, match="already weighs"):
+            WeightedELBO(weighting=first.weighting)
+        # a copy of the ELBO owns copies of its controllers, which continue from its state
+        first.loss_and_grads(model, guide, *args)
+        first.step  # noqa: B018  (no parameters moved: the step is still open)
+        for twin in (copy.deepcopy(first), pickle.loads(pickle.dumps(first))):
+            own = twin.weights["distortion"]
+            assert own is not controller and own.state_dict() == controller.state_dict()
+            twin.weights = {**twin.weights}  # owned by the copy, not by first
+        # a copy of the controller may go to a new ELBO; once the first ELBO is gone, so may it
+        WeightedELBO(weights={"distortion": copy.deepcopy(controller)})
+        del first
+        gc.collect()
+        WeightedELBO(weights={"distortion": controller})
+
+
+def test_a_stateless_target_may_weigh_several_elbos(validation):
+    from pyro_kl import Target
+
+    model, guide, args = global_local()
+    target = Target(1.0)
+    losses = [WeightedELBO(weights={"rate": target}).loss(model, guide, *args) for _ in range(2)]
+    assert all(math.isfinite(loss) for loss in losses)
+
+
+def test_geco_state_without_its_average_is_refused():
+    from pyro_kl import GECO
+
+    geco = GECO(1.0)
+    with pytest.raises(ValueError, match=r"needs the key 'average'.*GECO.state_dict\(\)"):
+        geco.load_state_dict({"multiplier": 2.0})
+    assert geco.multiplier == 1.0  # nothing half-loaded
+    geco.load_state_dict({"multiplier": 2.0, "average": None})  # before the first step
+    assert (geco.multiplier, geco.average) == (2.0, None)
+
+
+# ---- enumeration and data edges, said where the inputs are first seen -------------------
+
+
+def _normal_model(x, mark=None):
+    with pyro.plate("data", len(x)):
+        z = pyro.sample("z", dist.Normal(0.0, 1.0), infer=mark or {})
+        pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+
+@pytest.mark.parametrize("strategy", ["parallel", "sequential"])
+@pytest.mark.parametrize("side", ["model", "guide"])
+def test_enumerating_a_site_without_finite_support_names_the_site(validation, side, strategy):
+    mark = {"enumerate": strategy}
+
+    def model(x):
+        _normal_model(x, mark if side == "model" else None)
+
+    def guide(x):
+        if side == "guide":
+            with pyro.plate("data", len(x)):
+                pyro.sample("z", dist.Normal(0.0, 1.0), infer=mark)
+
+    for elbo in (WeightedELBO(), WeightedELBO(max_plate_nesting=1)):
+        with pytest.raises(ValueError, match=r"Site 'z' is marked .*Normal has no finite support"):
+            elbo.loss(model, guide, torch.randn(3))
+
+
+@pytest.mark.parametrize("vectorize", [True, False])
+def test_an_empty_batch_is_said_to_be_empty(validation, vectorize):
+    from pyro_kl.diagnostics import iwae_bound
+
+    elbo = WeightedELBO(num_particles=3, vectorize_particles=vectorize)
+    with pytest.raises(ValueError, match=r"plate got size 0: the batch is empty.*drop_last"):
+        elbo.loss(_normal_model, lambda x: None, torch.randn(0))
+    with pytest.raises(ValueError, match="the batch is empty"):
+        iwae_bound(_normal_model, lambda x: None, torch.randn(0), num_samples=2)
+
+
+def test_bool_data_under_a_bernoulli_is_told_to_be_float(validation):
+    def model(x):
+        p = pyro.param("p", torch.tensor(0.3))
+        with pyro.plate("data", len(x)):
+            pyro.sample("x", dist.Bernoulli(p), obs=x)
+
+    x = torch.tensor([True, False, True, True])
+    with pytest.raises(TypeError, match=r"Site 'x' observes a bool tensor.*obs=x.float\(\)"):
+        WeightedELBO().loss(model, lambda x: None, x)
+    pyro.clear_param_store()
+    loss = WeightedELBO().loss(model, lambda x: None, x.float())  # the fix gives the right value
+    assert loss == pytest.approx(-(3 * math.log(0.3) + math.log(0.7)), rel=1e-6)

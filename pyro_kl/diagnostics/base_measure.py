@@ -27,9 +27,11 @@ changes the loss by a constant and the path gradients not at all.
 """
 
 import math
+import numbers
 from typing import Callable, Dict, Mapping, Optional
 
 import pyro
+import torch
 from pyro.poutine.messenger import Messenger
 from pyro.poutine import Trace
 from torch.distributions import Distribution
@@ -75,6 +77,14 @@ def bin_widths_of(
                     f"infer={{'{BIN_WIDTH}': ...}} at the site."
                 )
             width = 1.0
+        if isinstance(width, torch.Tensor) and width.numel() == 1:
+            width = width.item()
+        if isinstance(width, bool) or not isinstance(width, numbers.Real):
+            raise ValueError(
+                f"The bin width of site '{name}' is {width!r} ({type(width).__name__}); "
+                f"use a positive number, the precision the data were recorded to "
+                f"(e.g. bin_widths={{'{name}': 1 / 256}})."
+            )
         width = float(width)
         if not (math.isfinite(width) and width > 0):
             raise ValueError(f"bin width of site '{name}' is {width}; use a positive number.")

@@ -7,7 +7,14 @@ import torch
 from pyro.poutine import Trace
 
 from .base_measure import data_dimension, log_bin_volume
-from .traces import Layout, check_num_samples, log_weights, probe, vectorised_traces
+from .traces import (
+    Layout,
+    check_num_samples,
+    log_weights,
+    probe,
+    subsample_sites,
+    vectorised_traces,
+)
 
 
 class Bound(NamedTuple):
@@ -29,18 +36,31 @@ def importance_weighted_bound(
     chunk_size: Optional[int] = None,
     max_plate_nesting: Optional[int] = None,
     data_plate: Optional[str] = None,
+    allow_random_subsample: bool = False,
 ) -> Bound:
     """:func:`iwae_bound` with the layout and the last model trace (for code lengths)."""
     check_num_samples(num_samples)
     layout = probe(
         model, guide, args, kwargs, max_plate_nesting=max_plate_nesting, data_plate=data_plate
     )
+    if layout.random_subsample and not allow_random_subsample:
+        raise ValueError(
+            f"The data plate '{layout.data_plate}' draws a random subsample of "
+            f"{layout.num_data} of its {layout.full_size} datapoints on every run, so the "
+            "bound's values would belong to datapoints nobody knows. Pass the indices "
+            f"(pyro.plate('{layout.data_plate}', {layout.full_size}, subsample=idx)) or the "
+            "whole batch (no subsample_size); evaluate() averages over random subsamples."
+        )
     chunk = layout.chunk_size(num_samples, chunk_size)
     log_mean = None
-    model_trace = None
+    model_trace = fixed = None
     for start in range(0, num_samples, chunk):
         size = min(chunk, num_samples - start)
-        model_trace, guide_trace = vectorised_traces(model, guide, args, kwargs, size, layout)
+        model_trace, guide_trace = vectorised_traces(
+            model, guide, args, kwargs, size, layout, fixed
+        )
+        if fixed is None:  # every chunk weighs the first chunk's datapoints
+            fixed = subsample_sites(guide_trace)
         part = torch.logsumexp(log_weights(model_trace, guide_trace, layout), dim=0)
         log_mean = part if log_mean is None else torch.logaddexp(log_mean, part)
     return Bound(log_mean - math.log(num_samples), layout, model_trace)
@@ -76,7 +96,12 @@ def iwae_bound(
     datapoints are the plate holding every observed site (the outermost one if
     several do, or ``data_plate``); each site's log-density is summed over all
     other plates. Log-densities are masked but not scaled (see
-    :mod:`pyro_kl.diagnostics.traces`). No gradients are recorded.
+    :mod:`pyro_kl.diagnostics.traces`). No gradients are recorded. A data
+    plate that subsamples must be given its indices (``subsample=idx``), so
+    that the values belong to known datapoints; one drawing a random
+    ``subsample_size`` is refused (:func:`evaluate` averages over those).
+    Observed data holding NaN, and sites inside the data plate with batch dims
+    that no plate declares, are refused with a message naming the site.
 
     **Global latents.** When some sample site lies outside the data plate (a
     global latent, or a guide's joint auxiliary site) the importance weights do

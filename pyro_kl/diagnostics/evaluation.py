@@ -2,7 +2,8 @@
 
 import math
 from collections import defaultdict
-from typing import Callable, Dict, Iterable, Mapping, Optional
+from collections.abc import Iterable
+from typing import Callable, Dict, Mapping, Optional
 
 import torch
 
@@ -49,8 +50,13 @@ def evaluate(
     The terms are :meth:`WeightedELBO.estimate_terms
     <pyro_kl.WeightedELBO.estimate_terms>` of each batch (sums over the batch's
     data plate, in nats), summed over batches and divided by the number of
-    datapoints. A term of global latents (``complexity``) is estimated once
-    per batch, so it is only a per-datapoint share with a single batch.
+    datapoints. A subsampled data plate (``size`` the data set's, a
+    ``subsample_size`` or ``subsample`` the batch) scales the terms to the
+    whole data set; each batch counts its own share (the estimate times
+    ``subsample_size / size``), so the result is the per-datapoint value of
+    the batches evaluated. A term of global latents (``complexity``) is
+    estimated once per batch: batches that cover the data set once (or whose
+    plate is told the data set's size) count it once in all.
 
     :param model: the dream world Q.
     :param guide: the real world's added part.
@@ -82,6 +88,17 @@ def evaluate(
         held_out["distortion"] - train["distortion"]  # how much the decoder memorised
     """
     elbo = WeightedELBO() if elbo is None else elbo
+    if not isinstance(elbo, WeightedELBO):
+        raise TypeError(
+            f"evaluate(elbo=...) needs a pyro_kl ELBO (WeightedELBO or a preset such as "
+            f"RateDistortionELBO), got {type(elbo).__name__}; for Pyro's Trace_ELBO's "
+            "figures pass WeightedELBO() (unit weights), which estimates the same loss by term."
+        )
+    if isinstance(batches, torch.Tensor) or not isinstance(batches, Iterable):
+        raise TypeError(
+            f"evaluate() takes an iterable of batches, got {type(batches).__name__}; pass "
+            "[(x,)] for one batch, x.split(256) for batches of rows, or a DataLoader."
+        )
     if num_samples:
         check_num_samples(num_samples)
     options = dict(max_plate_nesting=max_plate_nesting, data_plate=data_plate)
@@ -91,12 +108,16 @@ def evaluate(
     for batch in batches:
         args = _as_args(batch)
         layout = probe(model, guide, args, kwargs, **options)
+        # the terms estimate the whole data set's (a subsampled plate scales them up):
+        # the batch's own share is that estimate times the fraction it holds
+        share = layout.subsample_fraction
         for term, value in elbo.estimate_terms(model, guide, *args, **kwargs).items():
-            sums[term] += value
+            sums[term] += value * share
         model_trace = None
         if num_samples:
             bound = importance_weighted_bound(
-                model, guide, args, kwargs, num_samples=num_samples, **options
+                model, guide, args, kwargs, num_samples=num_samples,
+                allow_random_subsample=True, **options
             )
             sums["iwae_bound"] += float(bound.value.sum())
             model_trace = bound.model_trace

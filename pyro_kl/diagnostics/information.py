@@ -7,6 +7,7 @@ per datapoint. Global latents are drawn from the guide and held fixed.
 """
 
 import math
+import numbers
 from typing import Callable, Dict, Optional
 
 import pyro
@@ -197,6 +198,13 @@ def active_units(
 
         active_units(vae.model, vae.guide, x)  # {'z': 3}
     """
+    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not (
+        math.isfinite(threshold) and threshold >= 0
+    ):
+        raise ValueError(
+            f"active_units(threshold={threshold!r}): the threshold is a variance, a finite "
+            "number >= 0; Burda et al. use 0.01 for codes whose prior has unit variance."
+        )
     check_num_samples(num_samples)
     layout, _, guide_trace, sites = _codes(
         model, guide, args, kwargs, num_samples, max_plate_nesting, data_plate

@@ -28,6 +28,8 @@ import torch
 from pyro import poutine
 from pyro.distributions.util import scale_and_mask
 from pyro.poutine import Trace
+from pyro.poutine.util import site_is_subsample
+
 from .._pyro_compat import PARTICLE_PLATE, is_particle_plate, site_is_deterministic
 from ..terms import data_plates, is_data_site
 from ..tracing import sample_sites, trace_once
@@ -50,6 +52,10 @@ class Layout(NamedTuple):
     :ivar bool per_datapoint: whether every counted site lies inside the data
         plate, so that importance weights factorise over datapoints.
     :ivar int elements: elements one sample of the whole program holds.
+    :ivar int full_size: the data plate's full size (``size``, which a
+        subsampled plate's ``subsample_size`` or ``subsample`` is drawn from).
+    :ivar bool random_subsample: whether the data plate draws a random
+        subsample (``subsample_size`` without ``subsample``) on every run.
     """
 
     max_plate_nesting: int
@@ -58,6 +64,14 @@ class Layout(NamedTuple):
     num_data: int
     per_datapoint: bool
     elements: int
+    full_size: int = 0
+    random_subsample: bool = False
+
+    @property
+    def subsample_fraction(self) -> float:
+        """``num_data / full_size``: the share of the data set the batch holds
+        (1 without subsampling)."""
+        return self.num_data / self.full_size if self.full_size else 1.0
 
     def chunk_size(self, num_samples: int, chunk_size: Optional[int] = None) -> int:
         """Samples per vectorised run: ``chunk_size``, or what fits :data:`ELEMENT_BUDGET`."""
@@ -160,7 +174,9 @@ def _check_no_enumeration(*traces: Trace) -> None:
                 )
 
 
-def _choose_data_plate(model_trace: Trace, requested: Optional[str]) -> Tuple[str, int, int]:
+def _choose_data_plate(
+    model_trace: Trace, requested: Optional[str]
+) -> Tuple[str, int, int, int]:
     frames = {}
     common = None
     for name, site in sample_sites(model_trace):
@@ -194,7 +210,7 @@ def _choose_data_plate(model_trace: Trace, requested: Optional[str]) -> Tuple[st
         )
     frame = frames[chosen]
     size = _plate_size(model_trace, chosen, frame.dim)
-    return chosen, frame.dim, size
+    return chosen, frame.dim, size, frame.full_size or size
 
 
 def _plate_size(trace: Trace, plate: str, dim: int) -> int:
@@ -232,14 +248,119 @@ def probe(
                 "batch dims; pass a larger value or None."
             )
         nesting = max_plate_nesting
-    name, dim, size = _choose_data_plate(model_trace, data_plate)
+    name, dim, size, full_size = _choose_data_plate(model_trace, data_plate)
     counted = list(counted_model_sites(model_trace, guide_trace)) + list(sample_sites(guide_trace))
+    _check_finite_data(model_trace)
+    for trace, world in ((guide_trace, "guide"), (model_trace, "model")):
+        _check_declared_dims(trace, world, name)
     inside = all(any(f.name == name for f in s["cond_indep_stack"]) for _, s in counted)
     elements = sum(
         site["fn"].batch_shape.numel() * (1 + site["fn"].event_shape.numel())
         for _, site in counted
     )
-    return Layout(nesting, name, dim, size, inside, elements)
+    return Layout(
+        nesting, name, dim, size, inside, elements, full_size,
+        _draws_subsample(model_trace, guide_trace, name),
+    )
+
+
+def _draws_subsample(model_trace: Trace, guide_trace: Trace, plate: str) -> bool:
+    """Whether ``plate`` draws its indices at random (``subsample_size`` < ``size``
+    without ``subsample=``): Pyro records a subsample site for every sized plate."""
+    for trace in (guide_trace, model_trace):
+        site = trace.nodes.get(plate)
+        if site is not None and site["type"] == "sample" and site_is_subsample(site):
+            fn = site["fn"]
+            drawn = getattr(fn, "subsample_size", None)
+            return drawn is not None and drawn < getattr(fn, "size", drawn)
+    return False
+
+
+def subsample_sites(trace: Trace) -> Trace:
+    """A trace holding only ``trace``'s plate subsample sites (not the samples'
+    own plate, whose size changes between chunks), to replay the same indices
+    in later runs."""
+    fixed = Trace()
+    for name, site in trace.nodes.items():
+        if site["type"] == "sample" and site_is_subsample(site) and not is_particle_plate(name):
+            fixed.add_node(name, **site)
+    return fixed
+
+
+def _check_finite_data(model_trace: Trace) -> None:
+    """Observed data holding NaN or infinity (where not masked out) gives a NaN
+    bound; say which site, whatever Pyro's validation setting."""
+    for name, site in sample_sites(model_trace):
+        value = site["value"]
+        if not (is_data_site(site) and torch.is_tensor(value) and value.is_floating_point()):
+            continue
+        bad = ~torch.isfinite(value)
+        event_dim = site["fn"].event_dim
+        if event_dim:
+            bad = bad.reshape(bad.shape[: bad.dim() - event_dim] + (-1,)).any(-1)
+        mask = site["mask"]
+        if isinstance(mask, torch.Tensor):
+            try:
+                bad, mask = torch.broadcast_tensors(bad, mask)
+            except RuntimeError:  # a mask Pyro will refuse itself: leave it to Pyro
+                continue
+            bad = bad & mask
+        elif mask is False:
+            continue
+        if bad.any():
+            where = bad.nonzero()[:3].tolist()
+            raise ValueError(
+                f"The observed site '{name}' holds {int(bad.sum())} value(s) that are NaN or "
+                f"infinite (at batch index {where}{' ...' if bad.sum() > 3 else ''}), so "
+                "every bound on it would be NaN. Drop or impute those datapoints, or mask "
+                "them out (poutine.mask, or pyro.sample(..., obs_mask=...))."
+            )
+
+
+def _check_declared_dims(trace: Trace, world: str, data_plate: str) -> None:
+    """A site inside the data plate whose log-density has batch dims left of the
+    data plate that no plate declares (a value of the wrong shape broadcast
+    against the plate) would mix datapoints; refuse it, naming the site and the
+    shapes. Undeclared dims right of the data plate lie within a datapoint."""
+    for name, site in sample_sites(trace):
+        frames = [f for f in site["cond_indep_stack"] if f.vectorized and f.dim is not None]
+        if not any(f.name == data_plate for f in frames):
+            continue
+        batch_shape = tuple(site["fn"].batch_shape)
+        value = site["value"]
+        value_shape = tuple(value.shape) if torch.is_tensor(value) else ()
+        event_dim = site["fn"].event_dim
+        try:
+            shape = tuple(torch.broadcast_shapes(
+                batch_shape, value_shape[: max(0, len(value_shape) - event_dim)]
+            ))
+        except RuntimeError:
+            raise ValueError(
+                f"Site '{name}' of the {world}: its value of shape {value_shape} does not "
+                f"broadcast with its distribution's batch shape {batch_shape} and event "
+                f"shape {tuple(site['fn'].event_shape)}; give the value (or the "
+                "distribution's parameters) the plate's shape."
+            ) from None
+        declared = {f.dim: f for f in frames}
+        data_dim = next(f.dim for f in frames if f.name == data_plate)
+        extra = [  # dims right of the data plate lie within a datapoint, as Pyro allows
+            (axis - len(shape), size)
+            for axis, size in enumerate(shape)
+            if size != 1 and (axis - len(shape)) not in declared
+            and axis - len(shape) < data_dim
+        ]
+        if extra:
+            plates = ", ".join(f"'{f.name}' (dim {f.dim}, size {f.size})" for f in frames)
+            raise ValueError(
+                f"Site '{name}' of the {world} has batch shape {shape} (its distribution's "
+                f"{batch_shape} broadcast with its value's {value_shape}), but its plates "
+                f"{plates} declare only dims {sorted(declared)};"
+                f" dims {[d for d, _ in extra]} of size "
+                f"{[n for _, n in extra]} belong to no plate, so the datapoints cannot be "
+                "told apart. Usually an argument or observed value has the wrong shape "
+                "(e.g. x.unsqueeze(-1) against a plate of len(x)): reshape it, declare the "
+                "dim with a pyro.plate, or move it into the event with .to_event()."
+            )
 
 
 def _vectorised(fn: Callable, num_samples: int, nesting: int) -> Callable:
@@ -251,9 +372,16 @@ def _vectorised(fn: Callable, num_samples: int, nesting: int) -> Callable:
 
 
 def vectorised_traces(
-    model: Callable, guide: Callable, args: tuple, kwargs: dict, num_samples: int, layout: Layout
+    model: Callable,
+    guide: Callable,
+    args: tuple,
+    kwargs: dict,
+    num_samples: int,
+    layout: Layout,
+    fixed: Optional[Trace] = None,
 ) -> Tuple[Trace, Trace]:
-    """``num_samples`` draws of the guide at once, and the model replayed on them.
+    """``num_samples`` draws of the guide at once, and the model replayed on them
+    (with ``fixed``, a trace of subsample sites, on those indices).
 
     The samples' plate is Pyro's own particle plate, so it never counts as a
     data plate (:func:`pyro_kl.terms.data_plates`).
@@ -261,6 +389,8 @@ def vectorised_traces(
     :returns: ``(model_trace, guide_trace)``.
     """
     nesting = layout.max_plate_nesting
+    if fixed is not None:  # the indices of an earlier run's random subsample
+        guide = poutine.replay(guide, trace=fixed)
     guide_trace = poutine.trace(_vectorised(guide, num_samples, nesting)).get_trace(
         *args, **kwargs
     )
