@@ -83,7 +83,6 @@ class Case(NamedTuple):
     expect: Any
     validation: Tuple[bool, ...] = (True, False)
     slow: bool = False
-    known: str = ""  # a known gap outside this harness's modules: the run is marked xfail
 
 
 class _Timeout(BaseException):
@@ -243,9 +242,8 @@ def nan_data():
 CASES: List[Case] = []
 
 
-def case(id: str, run: Callable[[], Any], expect, validation=(True, False), slow=False,
-         known="") -> None:
-    CASES.append(Case(id, run, expect, tuple(validation), slow, known))
+def case(id: str, run: Callable[[], Any], expect, validation=(True, False), slow=False) -> None:
+    CASES.append(Case(id, run, expect, tuple(validation), slow))
 
 
 ONCE = (True,)
@@ -431,8 +429,7 @@ def _enumerated_analytic_complexity():
 
 case("analytic complexity beside model-side enumeration", _enumerated_analytic_complexity,
      Right(lambda c: close(c, torch.distributions.kl_divergence(
-         dist.Normal(0.5, 0.8), dist.Normal(0.0, 1.0)), 1e-5)),
-     known="analytic KL beside enumerated sites is the marginals work (pyro_kl/enumeration.py)")
+         dist.Normal(0.5, 0.8), dist.Normal(0.0, 1.0)), 1e-5)))
 case("model-side sequential enumeration", lambda: WeightedELBO().loss(
     _sequential_model, no_guide, X),
     Error((ValueError, NotImplementedError), r"sequential enumeration.*parallel"))
@@ -943,8 +940,7 @@ case("cli demo --out a symlink to an earlier run", _symlinked_out,
 
 RUNS = [
     pytest.param(c, v, id=f"{c.id}-{'validation' if v else 'no_validation'}",
-                 marks=([pytest.mark.slow] if c.slow else [])
-                 + ([pytest.mark.xfail(reason=c.known, strict=False)] if c.known else []))
+                 marks=[pytest.mark.slow] if c.slow else [])
     for c in CASES
     for v in c.validation
 ]
@@ -970,7 +966,7 @@ def totals(cases: Optional[List[Case]] = None) -> dict:
             kind, said = outcome(c, v)
             counts[kind] = counts.get(kind, 0) + 1
             if kind != expected_class(c):
-                misses.append((c.id, v, kind, said[:300], c.known))
+                misses.append((c.id, v, kind, said[:300]))
     return {"counts": counts, "misses": misses}
 
 
