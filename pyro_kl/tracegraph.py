@@ -24,6 +24,35 @@ downstream ELBO ``-sum_t w_t cost_t``, and its loss
 ``baseline_value``. With unit weights the loss, the surrogate and every
 gradient (model, guide and baseline parameters) are TraceGraph_ELBO's under the
 same seed.
+
+Why an option (``rao_blackwell=True`` on :class:`~pyro_kl.WeightedELBO`) and
+not a sibling class: the estimator changes how a term's gradient is formed,
+not what the terms or their weights are, exactly as ``analytic_kl=True``
+gives TraceMeanField_ELBO's estimator. As a keyword it reaches every preset
+(``RateDistortionELBO(beta=0.5, rao_blackwell=True)``, ``BetaGammaELBO``,
+``TherMLELBO``) with their knobs, schedules and controllers, where a class
+would need a twin of each preset. What it does not combine with
+(enumeration, ``analytic_kl=True``, :class:`~pyro_kl.compile.CompiledSVI`) is
+refused with an error naming the fix.
+
+Example::
+
+    def model(x):
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", dist.Bernoulli(0.5))
+            pyro.sample("x", dist.Normal(2.0 * z - 1.0, 1.0), obs=x)
+
+    def guide(x):
+        logits = pyro.param("logits", torch.zeros(len(x)))
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", dist.Bernoulli(logits=logits),
+                        infer={"baseline": {"use_decaying_avg_baseline": True}})
+
+    x = torch.tensor([-1.2, 0.4, 1.9])
+    elbo = RateDistortionELBO(beta=0.5, rao_blackwell=True)
+    svi = SVI(model, guide, Adam({"lr": 0.1}), loss=elbo)
+    svi.step(x)
+    assert AVERAGE_PARAM_PREFIX + "z" in pyro.get_param_store()
 """
 
 from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Tuple

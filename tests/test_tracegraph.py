@@ -170,7 +170,32 @@ def test_scaling_every_weight_scales_the_gradient():
         assert torch.allclose(scaled[1][name], 2.5 * grad, rtol=1e-5, atol=1e-6), name
 
 
-def _exact_weighted_loss(weights, baseline_free=True):
+@pytest.mark.parametrize("beta", [0.5, 4.0])
+def test_rate_distortion_is_tracegraph_elbo_of_the_rescaled_model(beta):
+    """``D + β·(R + S) = β·(D/β + R + S)``: at any β the gradient equals β times
+    TraceGraph_ELBO's on the model whose observed site is scaled by ``1/β``, under
+    the same seed (an identity with Pyro's own estimator at non-unit weights)."""
+    model, guide, args = two_bernoulli()
+    num_particles = 2
+
+    def obs_scaled_model(x):  # two_bernoulli's model, its observed site scaled by 1/beta
+        p1 = pyro.param("model_p1", torch.tensor(0.3), constraint=constraints.unit_interval)
+        z1 = pyro.sample("z1", dist.Bernoulli(p1))
+        z2 = pyro.sample("z2", dist.Bernoulli(0.2 + 0.6 * z1))
+        with poutine.scale(scale=1.0 / beta):
+            pyro.sample("x", dist.Normal(z1 + 2.0 * z2, 1.0), obs=x)
+
+    for seed in (0, 1):
+        loss_e, grads_e, _ = _grads(TraceGraph_ELBO(num_particles), obs_scaled_model, guide,
+                                    args, seed)
+        loss_a, grads_a, _ = _grads(RateDistortionELBO(beta, num_particles, rao_blackwell=True),
+                                    model, guide, args, seed)
+        assert loss_a == pytest.approx(beta * loss_e, rel=1e-5)
+        for name, grad in grads_e.items():
+            assert torch.allclose(grads_a[name], beta * grad, rtol=1e-5, atol=1e-6), name
+
+
+def _exact_weighted_loss(weights):
     """``E_guide[w_S (log q - log p)(z) - w_D log p(x | z)]`` of :func:`two_bernoulli`,
     by enumerating both latents, as a function of the param store's parameters."""
     model, guide, args = two_bernoulli()
