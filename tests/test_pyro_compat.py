@@ -97,3 +97,18 @@ def test_clone_mark_is_what_inspect_appends():
     source = inspect.getsource(pyro.infer.inspect)
     assert f'"{compat.CLONE_MARK}"' in source
     assert compat.plate_label("data" + compat.CLONE_MARK) == "data"
+
+
+def test_track_non_reparam_marks_non_reparameterised_values():
+    from pyro.ops.provenance import get_provenance
+
+    def tracked():
+        a = pyro.sample("a", dist.Bernoulli(0.5))
+        b = pyro.sample("b", dist.Normal(a, 1.0))  # reparameterised: not a source
+        pyro.sample("c", dist.Normal(b, 1.0), obs=torch.tensor(0.0))
+
+    with compat.TrackNonReparam():
+        trace = poutine.trace(tracked).get_trace()
+    trace.compute_log_prob()
+    assert get_provenance(trace.nodes["a"]["value"]) == frozenset({"a"})
+    assert get_provenance(trace.nodes["c"]["log_prob_sum"]) == frozenset({"a"})

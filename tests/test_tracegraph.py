@@ -288,16 +288,20 @@ def _baselined(kind):
     return model, guide, (PLATE_DATA,)
 
 
-@pytest.mark.parametrize("kind", ["decaying_average", "nn", "value"])
-@pytest.mark.parametrize("num_particles", [1, 2])
-def test_baselines_are_tracegraph_elbos(kind, num_particles):
+@pytest.mark.parametrize(
+    "kind,num_particles,vectorize",
+    [(kind, n, False) for kind in ("decaying_average", "nn", "value") for n in (1, 2)]
+    + [("decaying_average", 3, True)],  # the others give one value per datapoint, not particle
+)
+def test_baselines_are_tracegraph_elbos(kind, num_particles, vectorize):
     """Gradients of model, guide and baseline parameters, and the decaying averages in
     the param store, equal TraceGraph_ELBO's after three SVI steps."""
+    options = dict(num_particles=num_particles, vectorize_particles=vectorize)
     for seed in (0, 5):
         model, guide, args = _baselined(kind)
-        expected = _grads(TraceGraph_ELBO(num_particles), model, guide, args, seed, steps=3)
+        expected = _grads(TraceGraph_ELBO(**options), model, guide, args, seed, steps=3)
         model, guide, args = _baselined(kind)
-        actual = _grads(WeightedELBO(num_particles, rao_blackwell=True), model, guide, args,
+        actual = _grads(WeightedELBO(rao_blackwell=True, **options), model, guide, args,
                         seed, steps=3)
         _assert_same(expected, actual)
         if kind == "decaying_average":
@@ -315,6 +319,27 @@ def test_weighted_baseline_tracks_the_weighted_cost():
         store = _grads(elbo, model, guide, args, seed=2)[2]
         averages.append(store[AVERAGE_PARAM_PREFIX + "c"])
     assert torch.allclose(averages[1], 3.0 * averages[0], rtol=1e-5)
+
+
+def test_a_term_of_weight_zero_cannot_make_a_nan():
+    """x is impossible when z = 0; with distortion weighted 0 its infinite cost
+    enters neither the loss, nor the score function's downstream cost, nor a baseline."""
+
+    def model():
+        z = pyro.sample("z", dist.Bernoulli(0.5))
+        pyro.sample("x", dist.Bernoulli(probs=z), obs=torch.tensor(1.0))
+
+    def guide():
+        q = pyro.param("q", torch.tensor(0.0))
+        pyro.sample("z", dist.Bernoulli(logits=q),
+                    infer={"baseline": {"use_decaying_avg_baseline": True}})
+
+    elbo = WeightedELBO(weights={"distortion": 0.0}, rao_blackwell=True)
+    for seed in range(6):  # both values of z are drawn
+        pyro.set_rng_seed(seed)
+        loss = elbo.loss_and_grads(model, guide)
+        assert torch.isfinite(torch.tensor(loss))
+        assert torch.isfinite(pyro.param("q").grad).all()
 
 
 def test_loss_without_gradients_leaves_baselines_alone():
