@@ -150,7 +150,7 @@ class ScoredSite(NamedTuple):
     """A non-reparameterised guide site with a baseline, as one particle left it.
 
     :ivar str name: the site's name.
-    :ivar score: its score function (summed over nothing: the site's shape).
+    :ivar score: its score function, of the site's batch shape.
     :ivar dict costs: term -> the term's downstream cost of the site (loss
         sign, detached, summed to the site's plates).
     :ivar Baseline baseline: its baseline options.
@@ -214,9 +214,9 @@ def downstream_costs(
     non-reparameterised latents have provenance, so only they appear.
     """
     costs: Dict[str, Dict[str, MultiFrameTensor]] = {}
-    for trace, terms, sign in (
-        (model_trace, assignment.model, -1.0),
-        (guide_trace, assignment.guide, 1.0),
+    for trace, terms, in_model in (
+        (model_trace, assignment.model, True),
+        (guide_trace, assignment.guide, False),
     ):
         for name, term in terms.items():
             site = trace.nodes[name]
@@ -224,13 +224,13 @@ def downstream_costs(
             if not upstream:
                 continue
             log_prob = detach_provenance(site["log_prob"]).detach()
-            cost = (sign * log_prob, site["cond_indep_stack"])
+            item = (site["cond_indep_stack"], -log_prob if in_model else log_prob)
             for key in upstream:
                 by_term = costs.setdefault(key, {})
                 if term in by_term:
-                    by_term[term].add((cost[1], cost[0]))
+                    by_term[term].add(item)
                 else:
-                    by_term[term] = MultiFrameTensor((cost[1], cost[0]))
+                    by_term[term] = MultiFrameTensor(item)
     return costs
 
 
