@@ -5,7 +5,8 @@
 :class:`Estimate`: the loss, its surrogate and the terms, every number a
 tensor, nothing read back to the host. The particle estimators beside it are
 pure functions too: Monte Carlo in :mod:`pyro_kl.estimators`, enumeration
-(Dice) in :mod:`pyro_kl.enumeration`.
+(Dice) in :mod:`pyro_kl.enumeration`, TraceGraph_ELBO's (Rao-Blackwellised,
+with baselines) in :mod:`pyro_kl.tracegraph`.
 """
 
 from typing import Any, Dict, Iterable, List, NamedTuple, Tuple, Union
