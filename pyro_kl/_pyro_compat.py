@@ -14,6 +14,7 @@ from pyro.infer.inspect import (  # not in pyro.infer.inspect.__all__
     get_model_relations,
     site_is_deterministic,
 )
+from pyro.infer.tracegraph_elbo import TrackNonReparam  # not in pyro.infer.__all__
 from pyro.infer.util import is_validation_enabled
 from pyro.poutine.util import prune_subsample_sites
 from pyro.util import check_model_guide_match, check_site_shape
@@ -100,6 +101,7 @@ __all__ = [
     "ELBO_SEAMS",
     "ENUMERATED_INFER_KEYS",
     "PARTICLE_PLATE",
+    "TrackNonReparam",
     "dim_to_symbol",
     "finish_importance_pair",
     "generate_graph_specification",

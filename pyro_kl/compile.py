@@ -174,6 +174,12 @@ class CompiledSVI:
                 f"CompiledSVI needs a pyro_kl WeightedELBO (or a preset) as loss, got "
                 f"{type(loss).__name__}; e.g. loss=RateDistortionELBO(beta=1.0)."
             )
+        if getattr(loss, "rao_blackwell", False):
+            raise ValueError(
+                "CompiledSVI does not run rao_blackwell=True (TraceGraph_ELBO's estimator): "
+                "its provenance tensors and baselines stay on the eager path. Train this ELBO "
+                "with pyro.infer.SVI, or build it with rao_blackwell=False for CompiledSVI."
+            )
         if not isinstance(optim, (PyroOptim, torch.optim.Optimizer)):
             raise TypeError(
                 f"optim must be a pyro.optim optimizer or a torch.optim.Optimizer, got "

@@ -32,6 +32,7 @@ from .terms import (
     structure_key,
     warn_joint,
 )
+from .tracegraph import check_rao_blackwell, graph_pair
 from .tracing import PairTracer, TracedPair, importance_pair
 from .weighting import Controller, ReadOnlyMap, Weight, Weighting
 
@@ -84,6 +85,14 @@ class WeightedELBO(Trace_ELBO):
     :param dict site_terms: site name -> term name; overrides the default
         rule and ``infer={"kl_term": ...}`` tags, so a model need not be edited.
     :param bool analytic_kl: use closed-form KL divergences where registered.
+    :param bool rao_blackwell: :class:`~pyro.infer.TraceGraph_ELBO`'s estimator
+        for non-reparameterised guide sites: each term's score function meets
+        only that term's costs downstream of the site (provenance and plates),
+        and Pyro's baselines (``infer={"baseline": {...}}``) are read, weighted
+        (see :mod:`pyro_kl.tracegraph`). With unit weights, TraceGraph_ELBO's
+        loss and gradients under the same seed. It is an option, not a class,
+        so that every preset takes it; sites configured for enumeration and
+        ``analytic_kl=True`` are refused with it.
     :param weighting: a :class:`~pyro_kl.weighting.Weighting` in place of
         ``weights`` and ``site_terms`` (the presets pass theirs).
     :param elbo_kwargs: any :class:`~pyro.infer.ELBO` option:
@@ -112,6 +121,7 @@ class WeightedELBO(Trace_ELBO):
         weights: Optional[Mapping[str, Weight]] = None,
         site_terms: Optional[Mapping[str, str]] = None,
         analytic_kl: bool = False,
+        rao_blackwell: bool = False,
         weighting: Optional[Weighting] = None,
         **elbo_kwargs: Any,
     ):
@@ -132,6 +142,7 @@ class WeightedELBO(Trace_ELBO):
                 "or False (Monte Carlo)."
             )
         self.analytic_kl = bool(analytic_kl)
+        self.rao_blackwell = check_rao_blackwell(rao_blackwell, analytic_kl=analytic_kl)
         self._steps = TrainingSteps()
         self._tracer = PairTracer()
         self._last = _Recorded({}, {})
@@ -323,6 +334,7 @@ class WeightedELBO(Trace_ELBO):
             step,
             num_particles=self.num_particles,
             use_analytic_kl=self.analytic_kl,
+            rao_blackwell=self.rao_blackwell,
         )
 
     def _traced_pairs(self, model, guide, args, kwargs):
@@ -343,9 +355,14 @@ class WeightedELBO(Trace_ELBO):
     # ---- traces and terms (Pyro's seams) --------------------------------
 
     def _get_traces(self, model, guide, args, kwargs):
+        if self.rao_blackwell:  # TraceGraph_ELBO's particle loop: never enumerates
+            yield from super()._get_traces(model, guide, args, kwargs)
+            return
         yield from self._tracer.pairs(self, super()._get_traces, model, guide, args, kwargs)
 
     def _get_trace(self, model, guide, args, kwargs):
+        if self.rao_blackwell:
+            return graph_pair(model, guide, args, kwargs, self.max_plate_nesting)
         return importance_pair(model, guide, args, kwargs, self.max_plate_nesting)
 
     def _assignment(self, model_trace, guide_trace, guide=None) -> TermAssignment:

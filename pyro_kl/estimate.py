@@ -5,7 +5,8 @@
 :class:`Estimate`: the loss, its surrogate and the terms, every number a
 tensor, nothing read back to the host. The particle estimators beside it are
 pure functions too: Monte Carlo in :mod:`pyro_kl.estimators`, enumeration
-(Dice) in :mod:`pyro_kl.enumeration`.
+(Dice) in :mod:`pyro_kl.enumeration`, TraceGraph_ELBO's (Rao-Blackwellised,
+with baselines) in :mod:`pyro_kl.tracegraph`.
 """
 
 from typing import Any, Dict, Iterable, List, NamedTuple, Tuple, Union
@@ -15,6 +16,7 @@ import torch
 from .enumeration import enumerated_particle
 from .estimators import TermEstimates, mean_of, monte_carlo_particle, weighted_loss
 from .terms import num_datapoints
+from .tracegraph import baseline_surrogate, graph_particle
 from .tracing import TracedPair, is_packed
 from .weighting import Weighting
 
@@ -75,6 +77,7 @@ def estimate(
     *,
     num_particles: int,
     use_analytic_kl: bool = False,
+    rao_blackwell: bool = False,
 ) -> Estimate:
     """One call of the weighted objective, as a pure function of its traced pairs.
 
@@ -89,6 +92,9 @@ def estimate(
     :param int step: the step count, for schedules and controllers.
     :param int num_particles: the divisor of the particle mean.
     :param bool use_analytic_kl: closed-form KL divergences where registered.
+    :param bool rao_blackwell: TraceGraph_ELBO's estimator (pairs traced by
+        :func:`~pyro_kl.tracegraph.graph_pair`; see :mod:`pyro_kl.tracegraph`),
+        with the baselines applied once the weights are resolved.
     :rtype: Estimate
 
     Example::
@@ -101,11 +107,16 @@ def estimate(
         terms = result.terms  # {'rate': tensor(...), 'distortion': tensor(...)}
         assert torch.allclose(result.loss, terms["distortion"] + 0.5 * terms["rate"])
     """
-    particles, params = [], {}
+    particles, params, baselined = [], {}, []
     first = None  # the structure's reference: its assignment and its datapoints
     for pair in pairs:
         first = pair if first is None else first
-        particles.append(particle_terms(pair, use_analytic_kl=use_analytic_kl))
+        if rao_blackwell:
+            particle = graph_particle(pair.model_trace, pair.guide_trace, pair.assignment)
+            particles.append(particle.terms)
+            baselined.append(particle.baselined)
+        else:
+            particles.append(particle_terms(pair, use_analytic_kl=use_analytic_kl))
         params.update((id(p), p) for p in _params(pair))
     if first is None:
         raise ValueError("No traced pair to estimate from; num_particles must be >= 1.")
@@ -113,6 +124,8 @@ def estimate(
     num_data = num_datapoints(first.model_trace) if weighting.controllers else 1
     weights, offset = weighting.resolve(terms.values, first.assignment, step, num_data)
     loss, surrogate = weighted_loss(terms, weights, offset)
+    if any(baselined):
+        surrogate = surrogate + baseline_surrogate(baselined, weights, num_particles)
     return Estimate(
         loss.detach(), surrogate, terms.values, weights, bool(params), num_data,
         terms.contributions, tuple(params.values()),

@@ -133,6 +133,7 @@ def monte_carlo_particle(
     assignment: TermAssignment,
     *,
     use_analytic_kl: bool = False,
+    score_function: bool = True,
 ) -> TermEstimates:
     """The unweighted terms of one particle, by Monte Carlo.
 
@@ -151,6 +152,9 @@ def monte_carlo_particle(
     :param ~pyro_kl.terms.TermAssignment assignment: every site's term.
     :param bool use_analytic_kl: use ``kl_divergence(guide, model)`` per latent
         site where it is registered.
+    :param bool score_function: add Trace_ELBO's score-function parts; ``False``
+        leaves the pathwise parts only (:mod:`pyro_kl.tracegraph` adds its own,
+        Rao-Blackwellised ones).
     :rtype: TermEstimates
     """
     guide_nodes = guide_trace.nodes
@@ -161,7 +165,8 @@ def monte_carlo_particle(
     score_sites = [
         guide_nodes[name]
         for name in assignment.guide
-        if not is_identically_zero(guide_nodes[name]["score_parts"].score_function)
+        if score_function
+        and not is_identically_zero(guide_nodes[name]["score_parts"].score_function)
     ]
 
     def add(name: str, term: str, value: torch.Tensor, part) -> None:

@@ -112,3 +112,18 @@ def test_dim_to_symbol_is_what_pack_tensors_packed_with():
     mapping = compat.dim_to_symbol(site)
     assert sorted(mapping) == [-2, -1]
     assert set(compat.packed_dims(site["packed"]["log_prob"])) == set(mapping.values())
+
+
+def test_track_non_reparam_marks_non_reparameterised_values():
+    from pyro.ops.provenance import get_provenance
+
+    def tracked():
+        a = pyro.sample("a", dist.Bernoulli(0.5))
+        b = pyro.sample("b", dist.Normal(a, 1.0))  # reparameterised: not a source
+        pyro.sample("c", dist.Normal(b, 1.0), obs=torch.tensor(0.0))
+
+    with compat.TrackNonReparam():
+        trace = poutine.trace(tracked).get_trace()
+    trace.compute_log_prob()
+    assert get_provenance(trace.nodes["a"]["value"]) == frozenset({"a"})
+    assert get_provenance(trace.nodes["c"]["log_prob_sum"]) == frozenset({"a"})
