@@ -41,6 +41,7 @@ from pyro.optim import PyroOptim
 from torch.fx.experimental.proxy_tensor import make_fx
 from torch.utils import _pytree as pytree
 
+from ._checks import whole_number
 from .elbo import WeightedELBO
 from .estimate import Estimate, particle_terms
 from .estimators import check_finite, mean_of
@@ -187,8 +188,16 @@ class CompiledSVI:
             )
         self.model, self.guide, self.optim, self.loss = model, guide, optim, loss
         self._options = _backend_options(mode)
+        if not (isinstance(backend, str) or callable(backend)):
+            raise TypeError(
+                f"backend={backend!r}; pass a torch.compile backend's name (e.g. 'inductor', "
+                "'aot_eager'; torch._dynamo.list_backends() lists them) or a backend callable."
+            )
         self.backend = backend
-        self.max_structures = max_structures
+        self.max_structures = whole_number(
+            "max_structures", max_structures, minimum=1,
+            meaning="how many structures are traced before the eager path",
+        )
         self.compile = compile
         self._traced: Dict[tuple, Optional[_Traced]] = {}
         self._eager_only = False

@@ -20,6 +20,7 @@ import torch
 from pyro.infer import Trace_ELBO
 from pyro.infer.util import is_validation_enabled
 
+from ._checks import whole_number
 from . import enumeration
 from .estimate import Estimate, estimate
 from .estimators import check_finite
@@ -467,12 +468,8 @@ def _whole_step(step) -> int:
 def check_elbo_options(elbo) -> None:
     """Pyro's ELBO options, checked with messages that name the fix (Pyro's own
     checks are assertions, or none)."""
-    n = elbo.num_particles
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
-        raise ValueError(
-            f"num_particles={n!r}; use a whole number >= 1 (the number of samples "
-            "the loss averages)."
-        )
+    whole_number("num_particles", elbo.num_particles, minimum=1,
+                 meaning="the number of samples the loss averages")
     nesting = elbo.max_plate_nesting
     if nesting != float("inf") and (
         isinstance(nesting, bool) or not isinstance(nesting, numbers.Integral) or nesting < 0

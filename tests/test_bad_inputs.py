@@ -628,7 +628,7 @@ case("a GECO checkpoint resumes", _resume, Right(lambda ok: ok), ONCE)
 # diagnostics
 for value in (0, -1, 2.5, True, "10"):
     case(f"iwae_bound(num_samples={value!r})", lambda v=value: diag.iwae_bound(
-        model, guide, X, num_samples=v), Error(ValueError, r"num_samples=.*integer >= 1"))
+        model, guide, X, num_samples=v), Error(ValueError, r"num_samples=.*whole number >= 1"))
 for value in (0, "2", -3):
     case(f"iwae_bound(chunk_size={value!r})", lambda v=value: diag.iwae_bound(
         model, guide, X, num_samples=4, chunk_size=v), Error(ValueError, r"chunk_size=.*>= 1"))
@@ -682,7 +682,7 @@ case("evaluate(batches=x.split(2))", lambda: diag.evaluate(
 case("elbo_surgery without a code", lambda: diag.elbo_surgery(model, no_guide, X),
      Error(ValueError, r"no code to measure"))
 case("rate_per_dimension(num_samples=0)", lambda: diag.rate_per_dimension(
-    model, guide, X, num_samples=0), Error(ValueError, r"num_samples=0; use an integer >= 1"),
+    model, guide, X, num_samples=0), Error(ValueError, r"num_samples=0; use a whole number >= 1"),
     ONCE)
 for value in (math.nan, -1.0, math.inf, "0.1", None):
     case(f"active_units(threshold={value!r})", lambda v=value: diag.active_units(
@@ -743,6 +743,10 @@ case("CompiledSVI with a torch optimizer", lambda: _compiled(loss=WeightedELBO()
      __import__("pyro_kl.compile").compile.CompiledSVI(
          model, guide, torch.optim.Adam, loss=WeightedELBO(), compile=False),
      Error(TypeError, r"optim"), ONCE)
+case("CompiledSVI(max_structures=0)", lambda: _compiled(max_structures=0),
+     Error(ValueError, r"max_structures=0; use a whole number >= 1"), ONCE)
+case("CompiledSVI(backend=3)", lambda: _compiled(backend=3),
+     Error(TypeError, r"backend=3; pass a torch.compile backend's name"), ONCE)
 
 # recipes
 case("VAE(likelihood='poisson')", lambda: pyro_kl.recipes.VAE(likelihood="poisson"),
@@ -750,10 +754,22 @@ case("VAE(likelihood='poisson')", lambda: pyro_kl.recipes.VAE(likelihood="poisso
 case("VAE(total_count=0)", lambda: pyro_kl.recipes.VAE(likelihood="binomial", total_count=0),
      Error(ValueError, r"total_count=0; use an integer >= 1"), ONCE)
 case("VAE().make_data(1)", lambda: pyro_kl.recipes.VAE().make_data(1),
-     Error(ValueError, r"num_data=1; use an integer >= 2"), ONCE)
+     Error(ValueError, r"num_data=1; use a whole number >= 2"), ONCE)
 case("VAE().fit(num_steps=-1)", lambda: pyro_kl.recipes.VAE().fit(
     *pyro_kl.recipes.VAE().make_data(4), num_steps=-1),
-    Error(ValueError, r"num_steps=-1; use a number of steps >= 0"), ONCE)
+    Error(ValueError, r"num_steps=-1; use a whole number >= 0"), ONCE)
+case("VAE().fit(num_steps=2.5)", lambda: pyro_kl.recipes.VAE().fit(
+    *pyro_kl.recipes.VAE().make_data(4), num_steps=2.5),
+    Error(ValueError, r"num_steps=2.5; use a whole number >= 0"), ONCE)
+for size in ("dim", "latent_dim", "hidden_dim"):
+    for value in (0, -1, 2.5):
+        case(f"VAE({size}={value!r})", lambda s=size, v=value: pyro_kl.recipes.VAE(**{s: v}),
+             Error(ValueError, rf"{size}={value!r}; use a whole number >= 1 \(a size\)"), ONCE)
+case("VIB(num_classes=0)", lambda: pyro_kl.recipes.VIB(num_classes=0),
+     Error(ValueError, r"num_classes=0; use a whole number >= 1"), ONCE)
+case("GaussianMixture(num_components=1.5)",
+     lambda: pyro_kl.recipes.GaussianMixture(num_components=1.5),
+     Error(ValueError, r"num_components=1.5; use a whole number >= 1"), ONCE)
 
 # pictures and files
 

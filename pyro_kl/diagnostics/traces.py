@@ -30,6 +30,7 @@ from pyro.distributions.util import scale_and_mask
 from pyro.poutine import Trace
 from pyro.poutine.util import site_is_subsample
 
+from .._checks import whole_number
 from .._pyro_compat import PARTICLE_PLATE, is_particle_plate, site_is_deterministic
 from ..terms import data_plates, is_data_site
 from ..tracing import sample_sites, trace_once
@@ -85,9 +86,7 @@ class Layout(NamedTuple):
 
 def check_num_samples(num_samples: int, minimum: int = 1) -> int:
     """:raises ValueError: unless ``num_samples`` is an integer ``>= minimum``."""
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < minimum:
-        raise ValueError(f"num_samples={num_samples!r}; use an integer >= {minimum}.")
-    return num_samples
+    return whole_number("num_samples", num_samples, minimum=minimum)
 
 
 def counted_model_sites(model_trace: Trace, guide_trace: Trace) -> Iterator[Tuple[str, dict]]:

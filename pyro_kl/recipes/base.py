@@ -8,6 +8,7 @@ from pyro.infer import SVI
 from pyro.optim import Adam
 from torch import nn
 
+from .._checks import whole_number
 from ..elbo import WeightedELBO
 
 
@@ -101,8 +102,7 @@ class Recipe(nn.Module):
         :returns: the loss of every step (nats, summed over the data).
         :rtype: list
         """
-        if num_steps < 0:
-            raise ValueError(f"num_steps={num_steps}; use a number of steps >= 0.")
+        whole_number("num_steps", num_steps, minimum=0, meaning="SVI steps")
         elbo = self.make_elbo() if elbo is None else elbo
         svi = SVI(self.model, self.guide, Adam({"lr": lr}), loss=elbo)
         return [svi.step(*data) for _ in range(num_steps)]
@@ -117,9 +117,17 @@ def seeded_generator(seed: int) -> torch.Generator:
 
 def check_num_data(num_data: int, minimum: int = 2) -> int:
     """:raises ValueError: when ``num_data`` is too small to make a data set."""
-    if not isinstance(num_data, int) or num_data < minimum:
-        raise ValueError(f"num_data={num_data!r}; use an integer >= {minimum}.")
-    return num_data
+    return whole_number("num_data", num_data, minimum=minimum)
+
+
+def check_sizes(**sizes: int) -> None:
+    """A recipe's layer sizes and counts (``dim=``, ``latent_dim=``, ...), each a
+    whole number >= 1.
+
+    :raises ValueError: naming the first size that is not.
+    """
+    for name, value in sizes.items():
+        whole_number(name, value, minimum=1, meaning="a size")
 
 
 def check_semi_supervised_options(labelled_fraction: float, total_count) -> None:

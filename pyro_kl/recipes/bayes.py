@@ -10,7 +10,7 @@ from torch.distributions import constraints
 from ..presets import BetaGammaELBO
 from ..terms import COMPLEXITY, DISTORTION
 from ..weighting import Weight
-from .base import Recipe, check_num_data, seeded_generator
+from .base import Recipe, check_num_data, check_sizes, seeded_generator
 
 
 class BayesianInference(Recipe):
@@ -53,6 +53,7 @@ class BayesianInference(Recipe):
 
     def __init__(self, *, dim: int = 2, prior_scale: float = 2.0, noise_scale: float = 1.0):
         super().__init__()
+        check_sizes(dim=dim)
         self.dim, self.prior_scale, self.noise_scale = dim, prior_scale, noise_scale
 
     def model(self, x: torch.Tensor) -> None:

@@ -11,7 +11,7 @@ from torch.distributions import constraints
 from ..presets import BetaGammaELBO
 from ..terms import COMPLEXITY, DISTORTION
 from ..weighting import Weight
-from .base import Recipe, check_num_data, seeded_generator
+from .base import Recipe, check_num_data, check_sizes, seeded_generator
 
 
 class BayesianNeuralNetwork(Recipe):
@@ -53,6 +53,7 @@ class BayesianNeuralNetwork(Recipe):
 
     def __init__(self, *, dim: int = 1, hidden_dim: int = 16):
         super().__init__()
+        check_sizes(dim=dim, hidden_dim=hidden_dim)
         self.dim, self.hidden_dim = dim, hidden_dim
 
     def weight_shapes(self) -> Dict[str, Tuple[int, ...]]:

@@ -8,7 +8,7 @@ import torch
 from torch.distributions import constraints
 
 from ..elbo import WeightedELBO
-from .base import Recipe, check_num_data, seeded_generator
+from .base import Recipe, check_num_data, check_sizes, seeded_generator
 
 
 class DensityEstimation(Recipe):
@@ -42,6 +42,7 @@ class DensityEstimation(Recipe):
 
     def __init__(self, *, dim: int = 2):
         super().__init__()
+        check_sizes(dim=dim)
         self.dim = dim
 
     def model(self, x: torch.Tensor) -> None:

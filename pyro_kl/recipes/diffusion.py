@@ -9,7 +9,7 @@ from torch import nn
 
 from ..elbo import WeightedELBO
 from ..terms import DISTORTION, RATE
-from .base import Recipe, check_num_data
+from .base import Recipe, check_num_data, check_sizes
 from .data import curved_manifold
 from .networks import mlp
 
@@ -75,6 +75,7 @@ class VariationalDiffusion(Recipe):
         hidden_dim: int = 32,
     ):
         super().__init__()
+        check_sizes(dim=dim, num_steps=num_steps, hidden_dim=hidden_dim)
         schedule = torch.as_tensor(noise, dtype=torch.get_default_dtype()).reshape(-1)
         if schedule.numel() == 1 and num_steps >= 1:
             schedule = schedule.expand(num_steps)

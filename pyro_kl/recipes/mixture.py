@@ -9,7 +9,7 @@ from torch.distributions import constraints
 
 from ..elbo import WeightedELBO
 from ..terms import DISTORTION
-from .base import Recipe, check_num_data
+from .base import Recipe, check_num_data, check_sizes
 from .data import labelled_blobs
 
 
@@ -48,6 +48,7 @@ class GaussianMixture(Recipe):
 
     def __init__(self, *, dim: int = 2, num_components: int = 3):
         super().__init__()
+        check_sizes(dim=dim, num_components=num_components)
         if not isinstance(num_components, int) or num_components < 1:
             raise ValueError(f"num_components={num_components!r}; use a positive integer.")
         self.dim, self.num_components = dim, num_components

@@ -9,7 +9,7 @@ from torch.distributions import constraints
 
 from ..elbo import WeightedELBO
 from ..terms import COMPLEXITY, DISTORTION, RATE
-from .base import Recipe, check_num_data, seeded_generator
+from .base import Recipe, check_num_data, check_sizes, seeded_generator
 from .networks import GaussianHead
 
 
@@ -77,6 +77,7 @@ class VariationalPrediction(Recipe):
         hidden_dim: int = 16,
     ):
         super().__init__()
+        check_sizes(dim=dim, num_queries=num_queries, hidden_dim=hidden_dim)
         self.dim, self.num_queries = dim, num_queries
         self.prior_scale, self.noise_scale = prior_scale, noise_scale
         self.predictor = GaussianHead(dim, hidden_dim, 1)

@@ -9,7 +9,13 @@ import torch
 from ..presets import BetaGammaELBO
 from ..terms import CLASSIFICATION, DISTORTION, RATE
 from ..weighting import Weight
-from .base import Recipe, check_num_data, check_semi_supervised_options, seeded_generator
+from .base import (
+    Recipe,
+    check_num_data,
+    check_semi_supervised_options,
+    check_sizes,
+    seeded_generator,
+)
 from .data import labelled_blobs
 from .networks import GaussianHead, mlp
 
@@ -76,6 +82,7 @@ class SemiSupervisedVAE(Recipe):
         total_count: Optional[int] = None,
     ):
         super().__init__()
+        check_sizes(dim=dim, num_classes=num_classes, latent_dim=latent_dim, hidden_dim=hidden_dim)
         check_semi_supervised_options(labelled_fraction, total_count)
         self.dim, self.num_classes, self.latent_dim = dim, num_classes, latent_dim
         self.labelled_fraction, self.total_count = labelled_fraction, total_count

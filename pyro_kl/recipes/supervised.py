@@ -9,6 +9,7 @@ from torch import nn
 
 from ..elbo import WeightedELBO
 from ..terms import CLASSIFICATION
+from .base import check_sizes
 from .data import LabelledBlobsRecipe
 
 
@@ -48,6 +49,7 @@ class SupervisedLearning(LabelledBlobsRecipe):
 
     def __init__(self, *, dim: int = 4, num_classes: int = 3, hidden_dim: int = 16):
         super().__init__()
+        check_sizes(dim=dim, num_classes=num_classes, hidden_dim=hidden_dim)
         self.dim, self.num_classes = dim, num_classes
         self.classifier = nn.Sequential(
             nn.Linear(dim, hidden_dim), nn.Tanh(), nn.Linear(hidden_dim, num_classes)

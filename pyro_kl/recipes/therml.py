@@ -10,6 +10,7 @@ from torch.distributions import constraints
 from ..presets import TherMLELBO
 from ..terms import CLASSIFICATION, COMPLEXITY, DISTORTION, RATE
 from ..weighting import Weight
+from .base import check_sizes
 from .data import LabelledBlobsRecipe
 from .networks import mlp
 
@@ -62,6 +63,7 @@ class TherML(LabelledBlobsRecipe):
         self, *, dim: int = 4, num_classes: int = 3, latent_dim: int = 2, hidden_dim: int = 16
     ):
         super().__init__()
+        check_sizes(dim=dim, num_classes=num_classes, latent_dim=latent_dim, hidden_dim=hidden_dim)
         self.dim, self.num_classes, self.latent_dim = dim, num_classes, latent_dim
         self.decoder = mlp(latent_dim, hidden_dim, dim)
         self.classifier = mlp(latent_dim, hidden_dim, num_classes)

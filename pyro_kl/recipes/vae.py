@@ -9,7 +9,7 @@ import torch
 from ..presets import RateDistortionELBO
 from ..terms import DISTORTION, RATE
 from ..weighting import Weight
-from .base import Recipe, check_num_data, seeded_generator
+from .base import Recipe, check_num_data, check_sizes, seeded_generator
 from .data import curved_manifold
 from .networks import GaussianHead, mlp
 
@@ -73,6 +73,7 @@ class VAE(Recipe):
         total_count: int = 16,
     ):
         super().__init__()
+        check_sizes(dim=dim, latent_dim=latent_dim, hidden_dim=hidden_dim)
         if likelihood not in LIKELIHOODS:
             raise ValueError(
                 f"likelihood={likelihood!r}; use one of {LIKELIHOODS} (binomial for counts "

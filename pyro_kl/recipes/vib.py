@@ -9,6 +9,7 @@ import torch
 from ..presets import RateDistortionELBO
 from ..terms import CLASSIFICATION, RATE
 from ..weighting import Weight
+from .base import check_sizes
 from .data import LabelledBlobsRecipe
 from .networks import GaussianHead, mlp
 
@@ -79,6 +80,7 @@ class VIB(LabelledBlobsRecipe):
         self, *, dim: int = 4, num_classes: int = 3, latent_dim: int = 2, hidden_dim: int = 16
     ):
         super().__init__()
+        check_sizes(dim=dim, num_classes=num_classes, latent_dim=latent_dim, hidden_dim=hidden_dim)
         self.dim, self.num_classes, self.latent_dim = dim, num_classes, latent_dim
         self.encoder = GaussianHead(dim, hidden_dim, latent_dim)
         self.classifier = mlp(latent_dim, hidden_dim, num_classes)
