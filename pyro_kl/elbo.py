@@ -34,7 +34,7 @@ from .terms import (
     warn_joint,
 )
 from .tracegraph import check_rao_blackwell, graph_pair
-from .tracing import PairTracer, TracedPair, importance_pair
+from .tracing import PairTracer, TracedPair, explained_errors, importance_pair
 from .weighting import Controller, ReadOnlyMap, Weight, Weighting
 
 _MAX_CACHED_STRUCTURES = 64
@@ -356,10 +356,13 @@ class WeightedELBO(Trace_ELBO):
     # ---- traces and terms (Pyro's seams) --------------------------------
 
     def _get_traces(self, model, guide, args, kwargs):
-        if self.rao_blackwell:  # TraceGraph_ELBO's particle loop: never enumerates
-            yield from super()._get_traces(model, guide, args, kwargs)
-            return
-        yield from self._tracer.pairs(self, super()._get_traces, model, guide, args, kwargs)
+        vectorized = bool(self.vectorize_particles and self.num_particles > 1)
+        with explained_errors(model, guide, args, kwargs, vectorized):
+            if self.rao_blackwell:  # TraceGraph_ELBO's particle loop: never enumerates
+                yield from super()._get_traces(model, guide, args, kwargs)
+            else:
+                yield from self._tracer.pairs(self, super()._get_traces, model, guide, args,
+                                              kwargs)
 
     def _get_trace(self, model, guide, args, kwargs):
         if self.rao_blackwell:

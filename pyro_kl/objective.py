@@ -28,6 +28,7 @@ from .terms import (
     in_writing_order,
     is_data_site,
     is_enumerated,
+    split_factorised,
     term_symbol,
 )
 from .tracing import TracedPair, trace_once
@@ -171,6 +172,9 @@ def trace_pair(
     model_trace, guide_trace = trace_once(model, guide, model_args, model_kwargs)
     assignment = factorise_joint(assign_terms(model_trace, guide_trace, site_terms), guide,
                                  guide_trace)
+    if assignment.factorised:  # the latents take their shares, as in the ELBO's pairs
+        guide_trace.compute_score_parts()
+        split_factorised(assignment, guide, guide_trace)
     return TracedPair(model_trace, guide_trace, assignment)
 
 

@@ -367,11 +367,6 @@ class PairTracer:
             guessed ``max_plate_nesting`` is set on it, as Pyro's ELBOs do.
         :param plain_traces: Pyro's particle loop for plain pairs.
         """
-        vectorized = bool(elbo.vectorize_particles and elbo.num_particles > 1)
-        with explained_errors(model, guide, args, kwargs, vectorized):
-            yield from self._pairs(elbo, plain_traces, model, guide, args, kwargs)
-
-    def _pairs(self, elbo, plain_traces: Callable, model, guide, args: tuple, kwargs: dict):
         key = self._cache.key(model, guide)
         known = self._cache.get(key)
         if known is False:

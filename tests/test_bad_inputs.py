@@ -343,6 +343,11 @@ case("empty batch, vectorised particles", lambda: WeightedELBO(
 case("bool data under a Bernoulli", lambda: WeightedELBO().loss(
     bernoulli_model, no_guide, torch.tensor([True, False, True])),
     Error(TypeError, r"Site 'x' observes a bool tensor.*x.float\(\)"))
+case("empty batch, rao_blackwell=True", lambda: WeightedELBO(rao_blackwell=True).loss(
+    model, guide, X[:0]), Error(ValueError, r"the batch is empty.*drop_last"))
+case("bool data under a Bernoulli, rao_blackwell=True", lambda: WeightedELBO(
+    rao_blackwell=True).loss(bernoulli_model, no_guide, torch.tensor([True, False, True])),
+    Error(TypeError, r"Site 'x' observes a bool tensor.*x.float\(\)"))
 case("float data under a Bernoulli", lambda: WeightedELBO().loss(
     bernoulli_model, no_guide, torch.tensor([1.0, 0.0, 1.0])),
     Right(lambda loss: close(loss, -(2 * math.log(0.3) + math.log(0.7)))))

@@ -588,6 +588,30 @@ def test_iwae_bound_on_given_indices_agrees_across_chunks_and_refuses_random_one
     assert logs.min() - 1e-9 <= result["iwae_bound"] <= logs.max() + 1e-9
 
 
+def test_every_chunk_replays_the_models_own_random_subsample():
+    """A guide with no data plate (global latents only): the model alone draws the
+    subsample, and every chunk must still weigh the first chunk's datapoints."""
+    from pyro_kl.diagnostics.bounds import importance_weighted_bound
+
+    x = torch.linspace(-1.0, 1.0, 10)
+    seen = []
+
+    def model(x):
+        theta = pyro.sample("theta", dist.Normal(0.0, 1.0))
+        with pyro.plate("data", len(x), subsample_size=3) as idx:
+            seen.append(idx.tolist())
+            pyro.sample("x", dist.Normal(theta, 1.0), obs=x[idx])
+
+    def guide(x):
+        pyro.sample("theta", dist.Normal(0.2, 0.5))
+
+    pyro.set_rng_seed(0)
+    importance_weighted_bound(model, guide, (x,), {}, num_samples=4, chunk_size=1,
+                              allow_random_subsample=True)
+    chunks = seen[-4:]  # the four chunks' runs (the probe ran before them)
+    assert all(indices == chunks[0] for indices in chunks), chunks
+
+
 @pytest.mark.parametrize("validation", [True, False])
 def test_a_value_of_the_wrong_shape_is_refused_naming_the_site_and_shapes(validation):
     pyro.enable_validation(validation)

@@ -245,6 +245,25 @@ def test_diagonal_normal_gradients_are_autonormals_at_the_same_values():
         torch.testing.assert_close(grad, expected.reshape(grad.shape), rtol=1e-4, atol=1e-6)
 
 
+def test_diagonal_normal_pair_of_trace_pair_holds_the_whole_guide_density():
+    """trace_pair splits the joint density as the ELBO does: the latents' shares
+    sum to the auxiliary site's density, so the pair's terms add up to Pyro's
+    loss of the same draw (the same seed)."""
+    from pyro_kl.estimate import particle_terms
+
+    diag, _ = guides()
+    diag(X)  # set up its parameters
+    pyro.set_rng_seed(3)
+    pair = trace_pair(bayes_model, diag, (X,))
+    pair.model_trace.compute_log_prob()
+    pair.guide_trace.compute_score_parts()  # what importance_pair computes (kept where there)
+    pyro.set_rng_seed(3)
+    expected = Trace_ELBO().loss(bayes_model, diag, X)
+    terms = particle_terms(pair).values
+    assert set(terms) == {"complexity", "rate", "distortion"}
+    assert float(sum(terms.values())) == pytest.approx(expected, rel=1e-5)
+
+
 @pytest.mark.parametrize("options", [{"num_particles": 3, "vectorize_particles": True},
                                      {"num_particles": 2}], ids=["vectorized", "sequential"])
 def test_diagonal_normal_with_particles_gives_pyros_loss_and_no_joint(options):

@@ -60,7 +60,7 @@ def importance_weighted_bound(
             model, guide, args, kwargs, size, layout, fixed
         )
         if fixed is None:  # every chunk weighs the first chunk's datapoints
-            fixed = subsample_sites(guide_trace)
+            fixed = subsample_sites(guide_trace, model_trace)
         part = torch.logsumexp(log_weights(model_trace, guide_trace, layout), dim=0)
         log_mean = part if log_mean is None else torch.logaddexp(log_mean, part)
     return Bound(log_mean - math.log(num_samples), layout, model_trace)

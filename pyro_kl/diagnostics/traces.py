@@ -275,14 +275,17 @@ def _draws_subsample(model_trace: Trace, guide_trace: Trace, plate: str) -> bool
     return False
 
 
-def subsample_sites(trace: Trace) -> Trace:
-    """A trace holding only ``trace``'s plate subsample sites (not the samples'
-    own plate, whose size changes between chunks), to replay the same indices
-    in later runs."""
+def subsample_sites(*traces: Trace) -> Trace:
+    """A trace holding only the plate subsample sites of ``traces`` (the guide's
+    and the model's: a plate may be the model's alone; not the samples' own
+    plate, whose size changes between chunks), to replay the same indices in
+    later runs."""
     fixed = Trace()
-    for name, site in trace.nodes.items():
-        if site["type"] == "sample" and site_is_subsample(site) and not is_particle_plate(name):
-            fixed.add_node(name, **site)
+    for trace in traces:
+        for name, site in trace.nodes.items():
+            if (site["type"] == "sample" and site_is_subsample(site)
+                    and not is_particle_plate(name) and name not in fixed.nodes):
+                fixed.add_node(name, **site)
     return fixed
 
 
@@ -388,8 +391,8 @@ def vectorised_traces(
     :returns: ``(model_trace, guide_trace)``.
     """
     nesting = layout.max_plate_nesting
-    if fixed is not None:  # the indices of an earlier run's random subsample
-        guide = poutine.replay(guide, trace=fixed)
+    if fixed is not None:  # the indices of an earlier run's random subsample, in both
+        guide, model = poutine.replay(guide, trace=fixed), poutine.replay(model, trace=fixed)
     guide_trace = poutine.trace(_vectorised(guide, num_samples, nesting)).get_trace(
         *args, **kwargs
     )
