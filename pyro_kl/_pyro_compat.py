@@ -54,6 +54,13 @@ def dim_to_symbol(site) -> dict:
     return site["infer"]["_dim_to_symbol"]
 
 
+def unpack_latent(autoguide, latent: torch.Tensor):
+    """An :class:`~pyro.infer.autoguide.AutoContinuous` guide's packed vector (or
+    any tensor with its last dim laid out so) split by site: ``(site, part)``
+    pairs, as the guide itself unpacks its latent."""
+    return autoguide._unpack_latent(latent)
+
+
 def packed_dims(tensor: torch.Tensor) -> str:
     """The dimension symbols of a packed tensor (:mod:`pyro.ops.packed`)."""
     return tensor._pyro_dims
@@ -112,5 +119,6 @@ __all__ = [
     "plate_label",
     "site_is_deterministic",
     "tensor_version",
+    "unpack_latent",
     "vectorized_num_particles",
 ]

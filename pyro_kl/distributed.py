@@ -109,8 +109,8 @@ def _all_reduce(tensor: torch.Tensor, op, group, timeout: float, what: str) -> N
     work.wait()
 
 
-def _scalar(name, value) -> float:
-    """One term's value as a float, or a clear error naming the term."""
+def _check_scalar(name, value) -> None:
+    """A clear error naming the term unless ``value`` is one number."""
     if isinstance(value, torch.Tensor):
         if value.numel() != 1:
             raise ValueError(
@@ -119,14 +119,27 @@ def _scalar(name, value) -> float:
                 "elbo.last_terms). Reduce it first, e.g. value.sum(), or pass the "
                 "elements as terms of their own."
             )
-        return float(value.detach().item())
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    elif isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise ValueError(
             f"all_reduce_terms: the term {name!r} is {value!r} "
             f"({type(value).__name__}); each term must be one number, a float or a "
             "one-element tensor (as in elbo.last_terms). Leave out terms without a value."
         )
-    return float(value)
+
+
+def _floats(terms: Mapping, names) -> Dict[str, float]:
+    """The terms as floats, tensors read back to the host together (one sync)."""
+    for name in names:
+        _check_scalar(name, terms[name])
+    tensors = [name for name in names if isinstance(terms[name], torch.Tensor)]
+    values = {name: float(terms[name]) for name in names if name not in tensors}
+    if tensors:
+        devices = {terms[name].device for name in tensors}
+        stacked = [terms[name].detach().reshape(()).double() for name in tensors]
+        if len(devices) > 1:
+            stacked = [tensor.cpu() for tensor in stacked]
+        values.update(zip(tensors, torch.stack(stacked).tolist()))
+    return {name: values[name] for name in names}
 
 
 def _group_device(group) -> torch.device:
@@ -201,7 +214,7 @@ def all_reduce_terms(
     if timeout is not None:
         limit = _seconds(timeout, f"all_reduce_terms(timeout={timeout!r})")
     names = sorted(terms)
-    values = {name: _scalar(name, terms[name]) for name in names}
+    values = _floats(terms, names)
     if not (torch_dist.is_available() and torch_dist.is_initialized()):
         return values
 

@@ -34,7 +34,7 @@ from pyro.poutine import Trace
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_factor, site_is_subsample
 
-from ._pyro_compat import dim_to_symbol, is_particle_plate, site_is_deterministic
+from ._pyro_compat import dim_to_symbol, is_particle_plate, site_is_deterministic, unpack_latent
 
 DISTORTION = "distortion"
 RATE = "rate"
@@ -516,7 +516,7 @@ def split_factorised(assignment: TermAssignment, guide, guide_trace: Trace) -> N
         if torch.is_tensor(mask):
             mask = mask.unsqueeze(-1)
         per_coordinate = scale_and_mask(per_coordinate, aux_site["scale"], mask)
-        for site, share in autoguide._unpack_latent(per_coordinate):
+        for site, share in unpack_latent(autoguide, per_coordinate):
             _add_log_density(guide_trace.nodes[site["name"]], share)
 
 

@@ -78,7 +78,8 @@ class Controller(abc.ABC):
                 f"({type(current).__name__} at {id(current):#x}). A controller holds the "
                 "state of one training run, so sharing it would mix the two runs' statistics: "
                 "give each ELBO its own controller (build it again, or pass "
-                "copy.deepcopy(controller))."
+                "copy.deepcopy(controller)); to copy an ELBO with its controllers, use "
+                "copy.deepcopy(elbo), not copy.copy(elbo)."
             )
         self.__dict__["_owner"] = weakref.ref(owner)
 

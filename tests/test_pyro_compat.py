@@ -127,3 +127,16 @@ def test_track_non_reparam_marks_non_reparameterised_values():
     trace.compute_log_prob()
     assert get_provenance(trace.nodes["a"]["value"]) == frozenset({"a"})
     assert get_provenance(trace.nodes["c"]["log_prob_sum"]) == frozenset({"a"})
+
+
+def test_unpack_latent_splits_an_autoguides_vector_by_site():
+    from pyro.infer.autoguide import AutoDiagonalNormal
+
+    def model():
+        pyro.sample("a", dist.Normal(0.0, 1.0))
+        pyro.sample("b", dist.Normal(torch.zeros(3), 1.0).to_event(1))
+
+    guide = AutoDiagonalNormal(model)
+    guide()
+    parts = {site["name"]: part for site, part in compat.unpack_latent(guide, torch.arange(4.0))}
+    assert parts["a"].tolist() == 0.0 and parts["b"].tolist() == [1.0, 2.0, 3.0]

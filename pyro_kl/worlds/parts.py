@@ -17,6 +17,8 @@ import pyro
 import pyro.poutine as poutine
 import torch
 
+from ..tracing import fork_rng
+
 
 class Part(NamedTuple):
     """A data site holding a piece of an input.
@@ -69,7 +71,7 @@ def locate(value: torch.Tensor, whole: torch.Tensor, masks: Sequence[torch.Tenso
     found: List[torch.Tensor] = []
     if value.shape == whole.shape[1:]:
         for k in _rows_equal_to(whole, value).nonzero().flatten().tolist():
-            rows = torch.zeros(size, dtype=torch.bool)
+            rows = torch.zeros(size, dtype=torch.bool, device=whole.device)
             rows[k] = True
             found.append(rows)
     elif value.dim() == whole.dim() and 0 < value.shape[0] < size:
@@ -77,7 +79,7 @@ def locate(value: torch.Tensor, whole: torch.Tensor, masks: Sequence[torch.Tenso
         starts = _rows_equal_to(whole[: size - n + 1], value[0]).nonzero().flatten().tolist()
         for k in starts:
             if _matches(value, whole[k:k + n]):
-                rows = torch.zeros(size, dtype=torch.bool)
+                rows = torch.zeros(size, dtype=torch.bool, device=whole.device)
                 rows[k:k + n] = True
                 found.append(rows)
     return found[0] if len(found) == 1 else None
@@ -139,7 +141,7 @@ def changed_readers(
     else:
         new_kwargs[slot] = changed
     try:
-        with torch.random.fork_rng(), torch.no_grad(), pyro.validation_enabled(False):
+        with fork_rng(), torch.no_grad(), pyro.validation_enabled(False):
             base = poutine.trace(fn).get_trace(*args, **kwargs)
             runs = []
             for run_args, run_kwargs in ((args, kwargs), (tuple(new_args), new_kwargs)):

@@ -59,7 +59,7 @@ class Relations(NamedTuple):
     dream: dict
     nature_edges: List[Tuple[str, str]]
     fit_edges: List[Tuple[str, str]]
-    folded: Dict[str, List[str]] = {}
+    folded: Dict[str, List[str]]
 
 
 def _signature_of(fn: Callable):
