@@ -1,5 +1,6 @@
-"""The one check for a count given by the user: a whole number with a floor."""
+"""The checks behind the counts and numbers a user gives."""
 
+import math
 import numbers
 
 
@@ -21,3 +22,16 @@ def whole_number(name: str, value, *, minimum: int, meaning: str = "") -> int:
         what = f" ({meaning})" if meaning else ""
         raise ValueError(f"{name}={value!r}; use a whole number >= {minimum}{what}.")
     return int(value)
+
+
+def is_number(value, *, finite: bool = True) -> bool:
+    """Whether ``value`` is a real number (not a bool), finite unless ``finite=False``:
+    the one test behind every option check that names its own fix.
+
+    Example::
+
+        is_number(0.5), is_number(True), is_number(math.inf)  # (True, False, False)
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return False
+    return not finite or math.isfinite(value)

@@ -34,9 +34,9 @@ process holds the same weight.
 """
 
 import math
-import numbers
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Union
 
+from ._checks import is_number
 from .schedules import check_schedule
 from .terms import term_symbol
 from .weighting import Controller
@@ -47,12 +47,11 @@ TargetValue = Union[float, Callable[[int], float]]
 
 def _number(owner: str, name: str, value: Any, *, fix: str) -> float:
     """``value`` as a finite float, or a :class:`ValueError` naming ``owner``'s option."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    if not is_number(value, finite=False):
         raise ValueError(f"{owner}({name}={value!r}): {name} must be a number; {fix}.")
-    value = float(value)
-    if not math.isfinite(value):
+    if not is_number(value):
         raise ValueError(f"{owner}({name}={value}): {name} must be finite; {fix}.")
-    return value
+    return float(value)
 
 
 def _check_target(owner: str, target: TargetValue) -> TargetValue:
@@ -337,9 +336,7 @@ class PIControl(Controller):
         self.ki = _number("PIControl", "ki", ki, fix=fix)
         self.init = _number("PIControl", "init", init, fix=fix)
         self.min_weight = _number("PIControl", "min_weight", min_weight, fix=fix)
-        if isinstance(max_weight, bool) or not isinstance(max_weight, numbers.Real) or (
-            math.isnan(max_weight)
-        ):
+        if not is_number(max_weight, finite=False) or math.isnan(max_weight):
             raise ValueError(f"PIControl(max_weight={max_weight!r}): pass a number or math.inf.")
         self.max_weight = float(max_weight)
         if self.kp < 0 or self.ki < 0 or self.kp == self.ki == 0:

@@ -15,14 +15,14 @@ keyword to change it) and then raises a :class:`RuntimeError` that says so.
 """
 
 import datetime
-import math
-import numbers
 import time
 import zlib
 from typing import Dict, Mapping, Optional, Union
 
 import torch
 import torch.distributed as torch_dist
+
+from ._checks import is_number
 
 __all__ = ["all_reduce_terms", "get_collective_timeout", "set_collective_timeout"]
 
@@ -42,9 +42,7 @@ def _seconds(value: Union[float, datetime.timedelta], where: str) -> float:
     """``value`` as a positive, finite number of seconds, or a clear error."""
     if isinstance(value, datetime.timedelta):
         value = value.total_seconds()
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (
-        math.isfinite(value) and value > 0
-    ):
+    if not (is_number(value) and value > 0):
         raise ValueError(
             f"{where}: the collective timeout must be a finite number of seconds > 0 "
             f"(or a datetime.timedelta), got {value!r}; e.g. 60.0."
@@ -119,7 +117,7 @@ def _check_scalar(name, value) -> None:
                 "elbo.last_terms). Reduce it first, e.g. value.sum(), or pass the "
                 "elements as terms of their own."
             )
-    elif isinstance(value, bool) or not isinstance(value, numbers.Real):
+    elif not is_number(value, finite=False):
         raise ValueError(
             f"all_reduce_terms: the term {name!r} is {value!r} "
             f"({type(value).__name__}); each term must be one number, a float or a "

@@ -473,14 +473,10 @@ def check_elbo_options(elbo) -> None:
     checks are assertions, or none)."""
     whole_number("num_particles", elbo.num_particles, minimum=1,
                  meaning="the number of samples the loss averages")
-    nesting = elbo.max_plate_nesting
-    if nesting != float("inf") and (
-        isinstance(nesting, bool) or not isinstance(nesting, numbers.Integral) or nesting < 0
-    ):
-        raise ValueError(
-            f"max_plate_nesting={nesting!r}; use a whole number >= 0 (how many plates "
-            "nest, counting a distribution's batch dims), or leave it out to have it guessed."
-        )
+    if elbo.max_plate_nesting != float("inf"):
+        whole_number("max_plate_nesting", elbo.max_plate_nesting, minimum=0,
+                     meaning="how many plates nest, counting a distribution's batch dims; or "
+                     "leave it out to have it guessed")
 
 
 class _training_call:

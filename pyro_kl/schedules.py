@@ -7,9 +7,9 @@ their own, so a run resumed from ``elbo.state_dict()`` continues exactly.
 """
 
 import inspect
-import math
-import numbers
 from typing import Callable
+
+from ._checks import is_number
 
 
 def check_schedule(schedule: Callable, where: str) -> Callable:
@@ -38,7 +38,7 @@ def check_schedule(schedule: Callable, where: str) -> Callable:
 
 
 def _whole(name: str, value, *, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+    if not is_number(value):
         raise ValueError(f"{name} must be a whole number >= {minimum}, got {value!r}.")
     if value != int(value) or value < minimum:
         raise ValueError(f"{name} must be a whole number >= {minimum}, got {value!r}.")
@@ -46,9 +46,9 @@ def _whole(name: str, value, *, minimum: int) -> int:
 
 
 def _weight(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    if not is_number(value, finite=False):
         raise ValueError(f"{name} must be a float >= 0 (a weight), got {value!r}.")
-    if not math.isfinite(value) or value < 0:
+    if not is_number(value) or value < 0:
         raise ValueError(f"{name} must be a finite weight >= 0, got {value!r}.")
     return float(value)
 
@@ -107,7 +107,7 @@ class CyclicalAnnealing:
 
     def __init__(self, period: int, *, ratio: float = 0.5, low: float = 0.0, high: float = 1.0):
         self.period = _whole("CyclicalAnnealing's period", period, minimum=1)
-        if isinstance(ratio, bool) or not isinstance(ratio, numbers.Real) or not 0 < ratio <= 1:
+        if not (is_number(ratio) and 0 < ratio <= 1):
             raise ValueError(f"CyclicalAnnealing's ratio must be in (0, 1], got {ratio!r}.")
         self.ratio = float(ratio)
         self.low = _weight("CyclicalAnnealing's low", low)

@@ -15,8 +15,6 @@ resolves them against a call's terms.
 """
 
 import abc
-import math
-import numbers
 import warnings
 import weakref
 from collections.abc import Mapping as MappingABC
@@ -35,6 +33,7 @@ from typing import (
 
 import torch
 
+from ._checks import is_number
 from .schedules import check_schedule
 from .terms import JOINT, MARGINAL_TERM_JOIN, TERMS, TermAssignment
 
@@ -138,13 +137,13 @@ def check_value(term: str, value, where: str = "") -> float:
             )
         if value.numel() == 1:
             value = value.item()
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    if not is_number(value, finite=False):
         raise ValueError(
             f"The weight of term '{term}'{where} is {value!r}; a weight must be a float "
             ">= 0, a callable of the step count returning one, or a pyro_kl controller."
         )
     value = float(value)
-    if not math.isfinite(value) or value < 0:
+    if not is_number(value) or value < 0:
         raise ValueError(
             f"The weight of term '{term}'{where} is {value}; weights must be finite "
             "and >= 0. Use 0 to remove a term, and a positive float to keep it."
@@ -528,9 +527,7 @@ def _controller_weight(controller: Controller, terms: Tuple[str, ...], step: int
     weight = controller.weight(step, estimate)
     if isinstance(weight, torch.Tensor) and weight.numel() == 1:
         return weight
-    if isinstance(weight, bool) or not isinstance(weight, numbers.Real) or not math.isfinite(
-        weight
-    ):
+    if not is_number(weight):
         raise ValueError(
             f"The controller {controller!r} on {list(terms)} gave the weight {weight!r} at "
             f"step {step}; a controller's weight must be a finite number."

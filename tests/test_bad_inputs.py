@@ -757,7 +757,7 @@ case("CompiledSVI(backend=3)", lambda: _compiled(backend=3),
 case("VAE(likelihood='poisson')", lambda: pyro_kl.recipes.VAE(likelihood="poisson"),
      Error(ValueError, r"likelihood='poisson'; use one of"), ONCE)
 case("VAE(total_count=0)", lambda: pyro_kl.recipes.VAE(likelihood="binomial", total_count=0),
-     Error(ValueError, r"total_count=0; use an integer >= 1"), ONCE)
+     Error(ValueError, r"total_count=0; use a whole number >= 1"), ONCE)
 case("VAE().make_data(1)", lambda: pyro_kl.recipes.VAE().make_data(1),
      Error(ValueError, r"num_data=1; use a whole number >= 2"), ONCE)
 case("VAE().fit(num_steps=-1)", lambda: pyro_kl.recipes.VAE().fit(

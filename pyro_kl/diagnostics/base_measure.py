@@ -27,7 +27,6 @@ changes the loss by a constant and the path gradients not at all.
 """
 
 import math
-import numbers
 from typing import Callable, Dict, Mapping, Optional
 
 import pyro
@@ -36,6 +35,7 @@ from pyro.poutine.messenger import Messenger
 from pyro.poutine import Trace
 from torch.distributions import Distribution
 
+from .._checks import is_number
 from ..terms import is_data_site
 from .traces import Layout, data_dimensions, sample_sites
 
@@ -79,16 +79,15 @@ def bin_widths_of(
             width = 1.0
         if isinstance(width, torch.Tensor) and width.numel() == 1:
             width = width.item()
-        if isinstance(width, bool) or not isinstance(width, numbers.Real):
+        if not is_number(width, finite=False):
             raise ValueError(
                 f"The bin width of site '{name}' is {width!r} ({type(width).__name__}); "
                 f"use a positive number, the precision the data were recorded to "
                 f"(e.g. bin_widths={{'{name}': 1 / 256}})."
             )
-        width = float(width)
-        if not (math.isfinite(width) and width > 0):
+        if not (is_number(width) and width > 0):
             raise ValueError(f"bin width of site '{name}' is {width}; use a positive number.")
-        widths[name] = width
+        widths[name] = float(width)
     return widths
 
 

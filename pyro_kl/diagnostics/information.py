@@ -7,7 +7,6 @@ per datapoint. Global latents are drawn from the guide and held fixed.
 """
 
 import math
-import numbers
 from typing import Callable, Dict, Optional
 
 import pyro
@@ -17,6 +16,7 @@ from pyro.distributions import Delta, Independent
 from pyro.infer.util import is_validation_enabled
 from torch.distributions import kl_divergence
 
+from .._checks import is_number
 from .traces import (
     Layout,
     check_num_samples,
@@ -198,9 +198,7 @@ def active_units(
 
         active_units(vae.model, vae.guide, x)  # {'z': 3}
     """
-    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not (
-        math.isfinite(threshold) and threshold >= 0
-    ):
+    if not (is_number(threshold) and threshold >= 0):
         raise ValueError(
             f"active_units(threshold={threshold!r}): the threshold is a variance, a finite "
             "number >= 0; Burda et al. use 0.01 for codes whose prior has unit variance."

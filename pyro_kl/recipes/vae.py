@@ -9,6 +9,7 @@ import torch
 from ..presets import RateDistortionELBO
 from ..terms import DISTORTION, RATE
 from ..weighting import Weight
+from .._checks import whole_number
 from .base import Recipe, check_num_data, check_sizes, seeded_generator
 from .data import curved_manifold
 from .networks import GaussianHead, mlp
@@ -79,8 +80,7 @@ class VAE(Recipe):
                 f"likelihood={likelihood!r}; use one of {LIKELIHOODS} (binomial for counts "
                 "0..total_count, such as grey levels)."
             )
-        if isinstance(total_count, bool) or not isinstance(total_count, int) or total_count < 1:
-            raise ValueError(f"total_count={total_count!r}; use an integer >= 1.")
+        whole_number("total_count", total_count, minimum=1, meaning="the largest count")
         self.dim, self.latent_dim = dim, latent_dim
         self.likelihood, self.total_count = likelihood, total_count
         self.encoder = GaussianHead(dim, hidden_dim, latent_dim)
