@@ -165,7 +165,10 @@ def explained_errors(model, guide, args: tuple, kwargs: dict, vectorized: bool =
             ) from error
         raise
     except RuntimeError as error:
-        sites = _bool_observations(model, guide, args, kwargs)
+        text = str(error)
+        if "out of memory" in text:
+            raise
+        sites = _bool_observations(model, guide, args, kwargs) if "bool" in text.lower() else []
         if not sites:
             if vectorized and _runs_plainly(model, guide, args, kwargs):
                 raise RuntimeError(
@@ -186,25 +189,35 @@ def explained_errors(model, guide, args: tuple, kwargs: dict, vectorized: bool =
         ) from error
 
 
+def _quiet_pair(model, guide, args: tuple, kwargs: dict, *, validation: Optional[bool] = None,
+                log_prob: bool = False) -> Optional[Tuple[Trace, Trace]]:
+    """One more plain pass, to say what went wrong in terms of the inputs: without
+    gradients, the random state untouched, Pyro's validation as it is unless
+    ``validation`` says; ``None`` when it fails too."""
+    checking = (contextlib.nullcontext() if validation is None
+                else pyro.validation_enabled(validation))
+    try:
+        with fork_rng(), torch.no_grad(), checking:
+            model_trace, guide_trace = _raw_pair(model, guide, args, kwargs)
+            if log_prob:
+                model_trace.compute_log_prob()
+                guide_trace.compute_log_prob()
+    except Exception:  # the pass fails as well: nothing more to say
+        return None
+    return model_trace, guide_trace
+
+
 def _runs_plainly(model, guide, args: tuple, kwargs: dict) -> bool:
     """Whether one pass without vectorised particles runs, log-densities included."""
-    try:
-        with fork_rng(), torch.no_grad():
-            model_trace, guide_trace = _raw_pair(model, guide, args, kwargs)
-            model_trace.compute_log_prob()
-            guide_trace.compute_log_prob()
-    except Exception:
-        return False
-    return True
+    return _quiet_pair(model, guide, args, kwargs, log_prob=True) is not None
 
 
 def _non_finite_sites(model, guide, args: tuple, kwargs: dict):
     """Where one pass without validation meets NaN or infinite values."""
-    try:
-        with fork_rng(), torch.no_grad(), pyro.validation_enabled(False):
-            model_trace, guide_trace = _raw_pair(model, guide, args, kwargs)
-    except Exception:  # the pass fails as well: nothing more to say
+    pair = _quiet_pair(model, guide, args, kwargs, validation=False)
+    if pair is None:
         return []
+    model_trace, guide_trace = pair
     found = []
     for world, trace in (("data", model_trace), ("guide", guide_trace)):
         for name, site in sample_sites(trace):
@@ -220,11 +233,10 @@ def _non_finite_sites(model, guide, args: tuple, kwargs: dict):
 
 def _bool_observations(model, guide, args: tuple, kwargs: dict):
     """The observed sites of one plain pass whose value is a bool tensor."""
-    try:
-        with fork_rng(), torch.no_grad():
-            model_trace, _ = _raw_pair(model, guide, args, kwargs)
-    except Exception:  # the pass fails as well: nothing more to say
+    pair = _quiet_pair(model, guide, args, kwargs)
+    if pair is None:
         return []
+    model_trace, _ = pair
     return [
         (name, site["fn"])
         for name, site in sample_sites(model_trace)
