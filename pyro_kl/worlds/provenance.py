@@ -313,22 +313,8 @@ def world_relations(
     """
     inputs = candidate_inputs(pair, guide, args, kwargs, model)
     split = split_inputs(pair, inputs, args, kwargs)
-    guide_rel = get_model_relations(
-        reading_named_data(guide, inputs), args, kwargs, include_deterministic=render_deterministic
-    )
-    model_rel = get_model_relations(
-        reading_named_data(model, inputs), args, kwargs, include_deterministic=True
-    )
-    if split:  # a density reading a split input reads some of its parts
-        model_plates = plates_of(model_rel["plate_sample"])
-        guide_plates = {**model_plates, **plates_of(guide_rel["plate_sample"])}
-        guide_rel = _read_parts(
-            guide_rel, split, inputs, PartReader(guide, args, kwargs, guide_plates),
-            lambda site: _DATA_PREFIX + site,
-        )
-        model_rel = _read_parts(
-            model_rel, split, inputs, PartReader(model, args, kwargs, model_plates), str
-        )
+    guide_rel, model_rel = _both_relations(model, guide, args, kwargs, inputs, split,
+                                           render_deterministic)
     model_sites = pair.model_trace.nodes
     observed = [name for name, site in model_sites.items() if is_data_site(site)]
     split_names = {inputs[slot] for slot in split}
@@ -358,15 +344,8 @@ def world_relations(
     }
     model_plates = plates_of(model_rel["plate_sample"])
     guide_plates = plates_of(plate_sample)
-    data_plates: Dict[str, List[str]] = {}
-    for name in data:
-        if name in model_plates:
-            plates = model_plates[name]
-        else:  # a guide input the model does not record: the plates of its readers
-            readers = [guide_plates.get(n, []) for n in guide_readers.get(name, [])]
-            readers += [model_plates.get(n, []) for n in model_readers.get(name, [])]
-            plates = _common(readers)
-        data_plates[name] = plates
+    data_plates = _plates_of_data(data, model_plates, guide_plates, guide_readers, model_readers)
+    for name, plates in data_plates.items():
         for plate in plates:
             plate_sample.setdefault(plate, []).insert(0, name)
 
@@ -388,6 +367,43 @@ def world_relations(
     produced = auxiliary_latents(real, model_sites)
     real, fit = fold(real, fit, produced)
     return Relations(real, dream, nature, fit, produced)
+
+
+def _both_relations(model, guide, args: tuple, kwargs: dict, inputs, split,
+                    render_deterministic: bool):
+    """Pyro's relations of the guide and of the model, inputs read as named data
+    sites, and a split input's readers sent to the parts they read."""
+    guide_rel = get_model_relations(
+        reading_named_data(guide, inputs), args, kwargs, include_deterministic=render_deterministic
+    )
+    model_rel = get_model_relations(
+        reading_named_data(model, inputs), args, kwargs, include_deterministic=True
+    )
+    if split:  # a density reading a split input reads some of its parts
+        model_plates = plates_of(model_rel["plate_sample"])
+        guide_plates = {**model_plates, **plates_of(guide_rel["plate_sample"])}
+        guide_rel = _read_parts(
+            guide_rel, split, inputs, PartReader(guide, args, kwargs, guide_plates),
+            lambda site: _DATA_PREFIX + site,
+        )
+        model_rel = _read_parts(
+            model_rel, split, inputs, PartReader(model, args, kwargs, model_plates), str
+        )
+    return guide_rel, model_rel
+
+
+def _plates_of_data(data, model_plates, guide_plates, guide_readers, model_readers):
+    """Each datum's plates: the model's where it records the datum, else those its
+    readers in both worlds share."""
+    data_plates: Dict[str, List[str]] = {}
+    for name in data:
+        if name in model_plates:
+            data_plates[name] = model_plates[name]
+        else:  # a guide input the model does not record: the plates of its readers
+            readers = [guide_plates.get(n, []) for n in guide_readers.get(name, [])]
+            readers += [model_plates.get(n, []) for n in model_readers.get(name, [])]
+            data_plates[name] = _common(readers)
+    return data_plates
 
 
 def _nature_edges(
