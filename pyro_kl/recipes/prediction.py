@@ -99,10 +99,11 @@ class VariationalPrediction(Recipe):
         theta = pyro.sample("theta", prior)
         with pyro.plate("data", x.shape[0]):
             x = pyro.deterministic("x", x, event_dim=1)  # nature's inputs, no term
-            pyro.sample("y", dist.Normal(self.features(x) @ theta, self.noise_scale), obs=y)
+            mean = (self.features(x) * theta).sum(-1)  # broadcasts over particles' dims
+            pyro.sample("y", dist.Normal(mean, self.noise_scale), obs=y)
         with pyro.plate("queries", x_query.shape[0]):
             x_query = pyro.deterministic("x_query", x_query, event_dim=1)
-            mean = self.features(x_query) @ theta
+            mean = (self.features(x_query) * theta).sum(-1)
             pyro.sample("y_query", dist.Normal(mean, self.noise_scale))
 
     def guide(self, x: torch.Tensor, y: torch.Tensor, x_query: torch.Tensor) -> None:
@@ -118,7 +119,10 @@ class VariationalPrediction(Recipe):
         scale = self.param(
             "theta_scale", lambda: torch.full((num_weights,), 0.3), constraint=constraints.positive
         )
-        pyro.sample("theta", dist.Normal(loc + gain @ y_query, scale).to_event(1))
+        mean = loc + (gain * y_query.unsqueeze(-2)).sum(-1)
+        if y_query.dim() > 1:  # vectorised particles: theta sits left of the queries' dim
+            mean = mean.unsqueeze(-2)
+        pyro.sample("theta", dist.Normal(mean, scale).to_event(1))
 
     def exact_predictive(
         self, x: torch.Tensor, y: torch.Tensor, x_query: torch.Tensor
