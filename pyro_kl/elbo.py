@@ -20,8 +20,8 @@ import torch
 from pyro.infer import Trace_ELBO
 from pyro.infer.util import is_validation_enabled
 
-from ._checks import whole_number
 from . import enumeration
+from ._checks import whole_number
 from .estimate import Estimate, estimate
 from .estimators import check_finite
 from .steps import TrainingSteps
