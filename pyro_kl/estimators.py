@@ -159,7 +159,8 @@ def monte_carlo_particle(
     """
     guide_nodes = guide_trace.nodes
     summands = []  # (site, term, value as a 0-d tensor)
-    surrogates: Dict[str, Any] = {}
+    parts: Dict[str, list] = {}  # term -> the surrogate parts of its summands
+    own_parts = set()  # terms with a summand whose part is not its value
     costs: Dict[str, list] = {}  # term -> [(site, analytic KL or -log ratio)]
     analytic = set()
     score_sites = [
@@ -171,8 +172,10 @@ def monte_carlo_particle(
 
     def add(name: str, term: str, value: torch.Tensor, part) -> None:
         summands.append((name, term, value))
+        if part is not value:
+            own_parts.add(term)
         if not is_identically_zero(part):
-            surrogates[term] = surrogates[term] + part if term in surrogates else part
+            parts.setdefault(term, []).append(part)
 
     for name, term in assignment.model.items():
         site = model_trace.nodes[name]
@@ -198,7 +201,9 @@ def monte_carlo_particle(
             continue
         site = guide_nodes[name]
         entropy_term = site["score_parts"].entropy_term
-        if torch.is_tensor(entropy_term):
+        if entropy_term is site["log_prob"]:  # reparameterised: the part is the value
+            entropy_term = site["log_prob_sum"]
+        elif torch.is_tensor(entropy_term):
             entropy_term = entropy_term.sum()
         add(name, term, site["log_prob_sum"], entropy_term)
 
@@ -206,11 +211,14 @@ def monte_carlo_particle(
     for _, term, value in summands:
         totals[term] = _add(totals.get(term), value)
     values = {term: total.detach() for term, total in totals.items()}
-    contributions = [(name, term, value.detach()) for name, term, value in summands]
+    surrogates: Dict[str, Any] = {}
+    for term, term_parts in parts.items():  # a term whose parts are its values: its total
+        surrogates[term] = totals[term] if term not in own_parts else sum(term_parts[1:],
+                                                                          term_parts[0])
 
     if score_sites:
         _add_score_function_parts(surrogates, costs, score_sites, model_trace)
-    return TermEstimates(values, surrogates, contributions)
+    return TermEstimates(values, surrogates, summands)
 
 
 def _add_score_function_parts(surrogates, costs, score_sites, model_trace: Trace) -> None:
