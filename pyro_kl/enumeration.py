@@ -43,17 +43,15 @@ from collections import OrderedDict
 from typing import Any, Dict, List, Optional, Set, Tuple
 
 import torch
-from pyro.distributions.util import scale_and_mask
 from pyro.infer import TraceEnum_ELBO as PyroTraceEnumELBO
 from pyro.infer.util import Dice
 from pyro.ops import packed
 from pyro.ops.contract import contract_tensor_tree
 from pyro.ops.rings import LogRing
 from pyro.poutine.trace_struct import Trace
-from torch.distributions import kl_divergence
 
 from ._pyro_compat import dim_to_symbol, is_enumerated_by_pyro, packed_dims
-from .estimators import TermEstimates
+from .estimators import TermEstimates, analytic_kl
 from .terms import MARGINAL_TERM_JOIN, TermAssignment
 
 
@@ -194,16 +192,9 @@ def packed_analytic_kl(model_site, guide_site) -> Optional[torch.Tensor]:
     """
     if is_enumerated_by_pyro(guide_site):
         return None
-    guide_fn, model_fn = guide_site["fn"], model_site["fn"]
-    try:
-        kl = kl_divergence(guide_fn, model_fn)
-    except NotImplementedError:
-        return None
-    shape = torch.broadcast_shapes(guide_fn.batch_shape, model_fn.batch_shape)
-    if not torch.is_tensor(kl) or kl.shape != shape:
-        return None
-    kl = scale_and_mask(kl, guide_site["scale"], guide_site["mask"])
-    return packed.pack(kl, dim_to_symbol(model_site))
+    shape = torch.broadcast_shapes(guide_site["fn"].batch_shape, model_site["fn"].batch_shape)
+    kl = analytic_kl(model_site, guide_site, shape)
+    return None if kl is None else packed.pack(kl, dim_to_symbol(model_site))
 
 
 def _analytic_kls(model_trace: Trace, guide_trace: Trace, assignment: TermAssignment,

@@ -68,6 +68,18 @@ def mean_of(particles: List[TermEstimates], num_particles: int) -> TermEstimates
     return TermEstimates(values, surrogates, contributions)
 
 
+def weigh(value, weight):
+    """``weight * value``, the one rule for applying a term's weight: ``None`` for a
+    constant weight 0 (the term is left out entirely, so an infinite value there
+    cannot make a NaN), ``value`` itself for a constant 1."""
+    if isinstance(weight, float):
+        if weight == 0.0:
+            return None
+        if weight == 1.0:
+            return value
+    return weight * value
+
+
 def weighted_loss(
     estimates: TermEstimates, weights: Mapping[str, Any], offset: Any = 0.0
 ) -> Tuple[torch.Tensor, Union[torch.Tensor, float]]:
@@ -79,15 +91,13 @@ def weighted_loss(
     surrogate: Union[torch.Tensor, float] = 0.0
     for term, value in estimates.values.items():
         weight = weights[term]
-        if isinstance(weight, float) and weight == 0.0:
+        value = weigh(value, weight)
+        if value is None:
             continue
-        part = estimates.surrogates.get(term)
-        if not (isinstance(weight, float) and weight == 1.0):
-            value = weight * value
-            part = None if part is None else weight * part
         loss = _add(loss, value)
+        part = estimates.surrogates.get(term)
         if part is not None:
-            surrogate = surrogate + part
+            surrogate = surrogate + weigh(part, weight)
     if loss is None:
         loss = torch.zeros(())
     if not (isinstance(offset, float) and offset == 0.0):
@@ -95,14 +105,16 @@ def weighted_loss(
     return loss, surrogate
 
 
-def analytic_kl(model_site, guide_site) -> Optional[torch.Tensor]:
+def analytic_kl(model_site, guide_site, batch_shape=None) -> Optional[torch.Tensor]:
     """``KL(guide || model)`` of one latent site, scaled like its log-densities;
-    ``None`` where no closed form is registered or it does not fit the site."""
+    ``None`` where no closed form is registered or it does not fit the site: its
+    shape is not ``batch_shape`` (the guide's batch shape unless given)."""
     try:
         kl = kl_divergence(guide_site["fn"], model_site["fn"])
     except NotImplementedError:
         return None
-    if not torch.is_tensor(kl) or kl.shape != guide_site["fn"].batch_shape:
+    batch_shape = guide_site["fn"].batch_shape if batch_shape is None else batch_shape
+    if not torch.is_tensor(kl) or kl.shape != batch_shape:
         return None
     return scale_and_mask(kl, guide_site["scale"], guide_site["mask"])
 
@@ -212,9 +224,12 @@ def monte_carlo_particle(
         totals[term] = _add(totals.get(term), value)
     values = {term: total.detach() for term, total in totals.items()}
     surrogates: Dict[str, Any] = {}
-    for term, term_parts in parts.items():  # a term whose parts are its values: its total
-        surrogates[term] = totals[term] if term not in own_parts else sum(term_parts[1:],
-                                                                          term_parts[0])
+    for term, term_parts in parts.items():
+        if term not in own_parts:  # every part is its summand's value: the total
+            surrogates[term] = totals[term]
+            continue
+        for part in term_parts:
+            surrogates[term] = _add(surrogates.get(term), part)
 
     if score_sites:
         _add_score_function_parts(surrogates, costs, score_sites, model_trace)

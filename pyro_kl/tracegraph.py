@@ -64,7 +64,7 @@ from pyro.infer.util import MultiFrameTensor
 from pyro.ops.provenance import detach_provenance, get_provenance
 
 from ._pyro_compat import TrackNonReparam
-from .estimators import TermEstimates, monte_carlo_particle
+from .estimators import TermEstimates, monte_carlo_particle, weigh
 from .terms import TermAssignment, is_enumerated, sample_sites
 from .tracing import importance_pair
 
@@ -279,15 +279,9 @@ def weighted_downstream_elbo(costs: Mapping[str, torch.Tensor], weights: Mapping
     (terms of weight 0 left out, so an infinite cost there cannot make a NaN)."""
     total = None
     for term, cost in costs.items():
-        weight = weights[term]
-        if isinstance(weight, float):
-            if weight == 0.0:
-                continue
-            if weight != 1.0:
-                cost = weight * cost
-        else:
-            cost = weight * cost
-        total = cost if total is None else total + cost
+        cost = weigh(cost, weights[term])
+        if cost is not None:
+            total = cost if total is None else total + cost
     return None if total is None else -total
 
 
